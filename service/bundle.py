@@ -1,0 +1,261 @@
+"""The scoring bundle: ``model.onnx`` + ``manifest.json`` (+ ``report/``).
+
+This module owns the manifest schema (a contract, see ARCHITECTURE.md). ``training`` writes
+bundles through :func:`write_manifest`; the service and batch jobs read them through
+:func:`load_bundle`, which refuses a bundle whose manifest, digest or graph disagree.
+
+The ONNX graph takes one input ``x``: float32 ``(n_rows, n_features)``, one column per
+feature in manifest order. A numeric feature is its raw value (NaN where missing); a
+categorical feature is its code, the index of the value in ``Feature.categories`` (-1 where
+missing or unseen). Scaling, imputation and one-hot encoding happen inside the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "model.onnx"
+INPUT_NAME = "x"
+
+# Row scores (shape (n_rows,)) and per-row arrays, in the order of the graph's outputs.
+ROW_SCORES = ("recon_error", "neg_elbo", "kl")
+ARRAY_OUTPUTS = ("feature_scores", "expected", "latent")
+OUTPUT_NAMES = ROW_SCORES + ARRAY_OUTPUTS
+
+SCORE_DESCRIPTIONS = {
+    "recon_error": "mean squared error between the standardized input and the reconstruction "
+    "of the posterior mean (higher = more anomalous)",
+    "neg_elbo": "negative evidence lower bound in nats per row: expected negative "
+    "log-likelihood under the decoder plus KL(q(z|x) || p(z)), with fixed Monte-Carlo draws "
+    "(higher = more anomalous)",
+    "kl": "the KL(q(z|x) || p(z)) term alone, in nats",
+    "p_value": "share of held-out normal rows scoring at least as high: (1 + count) / (n + 1)",
+    "is_anomaly": "p_value below alpha (the target false-positive rate)",
+    "feature_scores": "(n_rows, n_features): each feature's negative log-likelihood in nats; "
+    "they sum to the reconstruction part of neg_elbo",
+    "expected": "(n_rows, n_features): the decoder's most likely value of each feature, in raw "
+    "units (a category's code)",
+    "latent": "(n_rows, latent_dim): the posterior mean of z",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column of ``x``.
+
+    ``kind`` is ``numeric`` or ``categorical``. ``dtype`` is the training column's type
+    (``float``, ``int``, ``bool`` or ``string``), used to turn generated rows back into
+    the original types. For a numeric feature ``fill`` is the value imputed for a missing
+    one and ``center``/``scale`` the standardization; for a categorical feature
+    ``categories`` lists the labels whose index is the code.
+    """
+
+    name: str
+    kind: str
+    dtype: str = "float"
+    categories: tuple[Any, ...] = ()
+    fill: float | None = None
+    center: float | None = None
+    scale: float | None = None
+    missing_in_training: float = 0.0
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == "categorical"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Sorted scores of held-out normal rows, for conformal p-values of ``score``."""
+
+    score: str
+    alpha: float
+    scores: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a consumer needs to score with ``model.onnx`` and explain the result."""
+
+    name: str
+    version: str
+    model_type: str
+    features: tuple[Feature, ...]
+    latent_dim: int
+    calibration: Calibration
+    onnx_sha256: str
+    format_version: int = FORMAT_VERSION
+    dropped_columns: tuple[dict[str, str], ...] = ()
+    passthrough_columns: tuple[str, ...] = ()
+    label_column: str | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, str] = field(default_factory=lambda: dict(SCORE_DESCRIPTIONS))
+    training: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    latentwatch_version: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def primary_score(self) -> str:
+        return self.calibration.score
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=_json_default)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle directory."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    msg = f"cannot write {type(value).__name__} to the manifest"
+    raise TypeError(msg)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically (temporary file, then rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
+    with os.fdopen(fd, "w") as stream:
+        stream.write(manifest.to_json())
+    Path(tmp).replace(directory / MANIFEST_FILE)
+
+
+def manifest_from_dict(data: dict[str, Any], source: str = "manifest.json") -> Manifest:
+    """Build a :class:`Manifest` from parsed JSON; a bad field raises :class:`BundleError`."""
+    try:
+        version = data["format_version"]
+        if version != FORMAT_VERSION:
+            msg = f"{source}: format_version {version} is not supported (this latentwatch reads {FORMAT_VERSION})"
+            raise BundleError(msg)
+        features = tuple(Feature(**{**f, "categories": tuple(f.get("categories", ()))}) for f in data["features"])
+        calibration = Calibration(
+            score=data["calibration"]["score"],
+            alpha=float(data["calibration"]["alpha"]),
+            scores=tuple(float(s) for s in data["calibration"]["scores"]),
+        )
+        fields = {k: v for k, v in data.items() if k not in ("features", "calibration")}
+        fields["dropped_columns"] = tuple(fields.get("dropped_columns", ()))
+        fields["passthrough_columns"] = tuple(fields.get("passthrough_columns", ()))
+        return Manifest(features=features, calibration=calibration, **fields)
+    except (KeyError, TypeError, ValueError) as err:
+        msg = f"{source} is not a valid latentwatch manifest: {err!s}"
+        raise BundleError(msg) from None
+
+
+def _check_manifest(manifest: Manifest, source: str) -> None:
+    if not manifest.features:
+        msg = f"{source}: the manifest lists no features"
+        raise BundleError(msg)
+    if manifest.calibration.score not in ROW_SCORES:
+        msg = f"{source}: calibration score {manifest.calibration.score!r} is not one of {ROW_SCORES}"
+        raise BundleError(msg)
+    if not 0.0 < manifest.calibration.alpha < 1.0:
+        msg = f"{source}: alpha {manifest.calibration.alpha} is not between 0 and 1"
+        raise BundleError(msg)
+    if manifest.calibration.n == 0:
+        msg = f"{source}: the calibration holds no scores"
+        raise BundleError(msg)
+    for feature in manifest.features:
+        if feature.kind not in ("numeric", "categorical"):
+            msg = f"{source}: feature {feature.name!r} has unknown kind {feature.kind!r}"
+            raise BundleError(msg)
+        if feature.is_categorical and not feature.categories:
+            msg = f"{source}: categorical feature {feature.name!r} lists no categories"
+            raise BundleError(msg)
+
+
+def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
+    """Read and verify a bundle directory (manifest schema and the ONNX file's digest).
+
+    Raises:
+        BundleError: naming the file and what disagrees.
+    """
+    path = Path(directory)
+    manifest_path = path / MANIFEST_FILE
+    onnx_path = path / ONNX_FILE
+    if not path.is_dir():
+        msg = f"{path}: no such bundle directory"
+        raise BundleError(msg)
+    for required in (manifest_path, onnx_path):
+        if not required.is_file():
+            msg = f"{path}: {required.name} is missing; is this a latentwatch bundle?"
+            raise BundleError(msg)
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{manifest_path}: cannot read the manifest: {err}"
+        raise BundleError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"{manifest_path}: the manifest is not a JSON object"
+        raise BundleError(msg)
+    manifest = manifest_from_dict(data, str(manifest_path))
+    _check_manifest(manifest, str(manifest_path))
+    digest = file_sha256(onnx_path)
+    if digest != manifest.onnx_sha256:
+        msg = (
+            f"{onnx_path}: sha256 {digest[:12]}... does not match the manifest's "
+            f"{manifest.onnx_sha256[:12]}...; the graph was changed or replaced"
+        )
+        raise BundleError(msg)
+    return Bundle(path=path, manifest=manifest)
+
+
+def check_graph_signature(manifest: Manifest, inputs: list[Any], outputs: list[Any], source: str) -> None:
+    """Check an onnxruntime session's inputs/outputs against the manifest.
+
+    ``inputs``/``outputs`` are ``session.get_inputs()`` / ``get_outputs()`` (objects with
+    ``name`` and ``shape``).
+    """
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        names = [i.name for i in inputs]
+        msg = f"{source}: the graph's inputs are {names}, expected one input named 'x'"
+        raise BundleError(msg)
+    width = inputs[0].shape[1] if len(inputs[0].shape) == 2 else None
+    if width != manifest.n_features:
+        msg = f"{source}: input 'x' has shape {inputs[0].shape}, but the manifest lists {manifest.n_features} features"
+        raise BundleError(msg)
+    missing = [name for name in OUTPUT_NAMES if name not in {o.name for o in outputs}]
+    if missing:
+        msg = f"{source}: the graph lacks the outputs {missing}"
+        raise BundleError(msg)

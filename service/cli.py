@@ -1,0 +1,112 @@
+"""The ``latentwatch`` command.
+
+Parsing only: each command's work lives in the module it names. ``train``, ``evaluate`` and
+``demo`` hand off to ``training`` through an import inside the command, so this module (and
+``serve``/``score``/``info``) never loads torch. A user's mistake prints one ``error:`` line
+and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from service.errors import LatentwatchError, MissingExtra
+
+EXIT_USER_ERROR = 2
+TRAIN_EXTRA_HINT = "install the training extra: pip install 'latentwatch[train]'"
+
+
+def _lazy(module: str, function: str, *, needs_torch: bool = False) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            handler = getattr(importlib.import_module(module), function)
+        except ModuleNotFoundError as err:
+            if needs_torch and err.name and err.name.split(".")[0] in {"torch", "sklearn", "onnx", "matplotlib"}:
+                msg = f"`latentwatch {args.command}` needs {err.name}, which is not installed; {TRAIN_EXTRA_HINT}"
+                raise MissingExtra(msg) from None
+            raise
+        return handler(args)
+
+    return run
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="fit a model on normal rows and write a scoring bundle")
+    p.add_argument("--data", required=True, help="CSV or Parquet file, or a folder of Parquet files")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--model", choices=["vae", "aae", "ae"], help="model type (default: vae)")
+    p.add_argument("--label-column", help="1/0 column: anomalous rows are left out of training")
+    p.add_argument("--features", action="append", help="feature columns (comma-separated; default: all)")
+    p.add_argument("--exclude", action="append", help="columns that are not features (comma-separated)")
+    p.add_argument("--categorical", action="append", help="numeric columns to treat as categories")
+    p.add_argument("--config", help="TOML file of training settings")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default auto)")
+    p.add_argument("--denoise", type=float, help="ae only: input noise std for a denoising autoencoder")
+    p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
+    p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
+    p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")
+    p.add_argument("--max-steps", type=int, help="cap on gradient steps")
+    p.add_argument("--name", help="model name (default: the data file's name)")
+    p.add_argument("--version", help="model version (default: a UTC timestamp)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_lazy("training.cli", "train_command", needs_torch=True))
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("evaluate", help="detection quality of a bundle on labelled rows")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--data", required=True, help="CSV or Parquet file with a label column")
+    p.add_argument("--label-column", required=True, help="1/0 column (1 = anomaly)")
+    p.set_defaults(handler=_lazy("training.cli", "evaluate_command", needs_torch=True))
+
+
+def _add_info(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("info", help="print a bundle's manifest readably")
+    p.add_argument("bundle", help="bundle folder")
+    p.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from service.bundle import load_bundle
+    from service.info import format_manifest
+
+    print(format_manifest(load_bundle(args.bundle).manifest))
+    return 0
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("demo", help="the quick start: train, evaluate and score the embedded sample")
+    p.add_argument("--out", default="demo-output", help="folder for the sample data and bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_lazy("training.demo", "demo_command", needs_torch=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_info, _add_demo):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.handler(args)
+    except LatentwatchError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The ``latentwatch`` command as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.sample_data import make_sample
+
+QUICK = ["--max-steps", "200", "--warmup-steps", "50", "--quiet"]
+
+
+def latentwatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "telemetry.csv"
+    make_sample(600, seed=1).to_csv(path, index=False)
+    return path
+
+
+def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
+    numeric = make_sample(400, seed=2).select_dtypes("number").drop(columns=["label"])
+    numeric.to_csv(tmp_path / "numbers.csv", index=False)
+    result = latentwatch("train", "--data", str(tmp_path / "numbers.csv"), "--out", str(tmp_path / "b"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "trained vae 'numbers'" in result.stdout
+    assert (tmp_path / "b" / "report" / "index.html").is_file()
+
+
+def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate(
+    tmp_path: Path, sample_csv: Path
+) -> None:
+    frame = make_sample(600, seed=1)
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert frame["site"].isna().any()
+    trained = latentwatch(
+        "train", "--data", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "b"),
+        "--label-column", "label", "--exclude", "machine_id", *QUICK,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    info = latentwatch("info", str(tmp_path / "b"))
+    assert info.returncode == 0, info.stderr
+    assert "site" in info.stdout
+    assert "neg_elbo" in info.stdout
+    evaluated = latentwatch(
+        "evaluate", "--model", str(tmp_path / "b"), "--data", str(sample_csv), "--label-column", "label"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "ROC-AUC" in evaluated.stdout
+    assert "false-positive rate" in evaluated.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "{tmp}/nope.csv", "--out", "{tmp}/b"], "nope.csv: no such file or folder"),
+        (["train", "--data", "{csv}", "--out", "{tmp}/b", "--label-column", "target"], "label column(s) ['target']"),
+        (["train", "--data", "{csv}", "--out", "{tmp}/b", "--alpha", "2"], "setting 'alpha': 2.0 must be between"),
+        (["info", "{tmp}"], "manifest.json is missing"),
+        (["evaluate", "--model", "{tmp}/none", "--data", "{csv}", "--label-column", "label"], "no such bundle"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_no_traceback(
+    tmp_path: Path, sample_csv: Path, args: list, message: str
+) -> None:
+    result = latentwatch(*[a.format(tmp=tmp_path, csv=sample_csv) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_serving_side_never_imports_torch() -> None:
+    code = (
+        "import sys, service.cli, service.bundle, service.scorer, service.features, service.calibration, service.info\n"
+        "service.cli.build_parser()\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'sklearn')]\n"
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

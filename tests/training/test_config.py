@@ -1,0 +1,53 @@
+"""Settings: one validated object; bad keys and values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.errors import ConfigError
+from training.config import TrainSettings, load_config_file, make_settings, resolve
+
+
+def test_defaults_and_overrides() -> None:
+    settings = make_settings({"beta": 0.5}, model="aae", seed=None)
+    assert settings.model == "aae"
+    assert settings.beta == 0.5
+    assert settings.seed == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"modle": "vae"}, "unknown setting"),
+        ({"model": "gan"}, "setting 'model'"),
+        ({"alpha": 1.5}, "setting 'alpha': 1.5 must be between 0 and 1"),
+        ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
+        ({"denoise": 0.1}, "applies to --model ae only"),
+        ({"report": "yes"}, "setting 'report'"),
+    ],
+)
+def test_bad_settings_are_named(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_settings(values)
+
+
+def test_toml_file_with_a_train_table(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nmodel = "ae"\ndenoise = 0.2\nmax_steps = 100\n')
+    settings = make_settings(load_config_file(path))
+    assert (settings.model, settings.denoise, settings.max_steps) == ("ae", 0.2, 100)
+    path.write_text("model = [")
+    with pytest.raises(ConfigError, match="not a valid TOML file"):
+        load_config_file(path)
+
+
+def test_sizes_scale_with_the_data() -> None:
+    small = resolve(TrainSettings(), n_train=100, n_features=7, n_inputs=7)
+    large = resolve(TrainSettings(), n_train=100_000, n_features=100, n_inputs=120)
+    assert (small.batch_size, small.hidden, small.latent_dim) == (32, 32, 3)
+    assert (large.batch_size, large.hidden, large.latent_dim) == (256, 240, 32)
+    assert small.warmup_steps >= 500
+    assert small.patience_steps >= 300
+    assert small.max_steps >= small.warmup_steps + 5000

@@ -1,0 +1,99 @@
+"""Reading tables and planning columns: kinds, dropped columns, and errors that name the culprit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from service.errors import DataError
+from tests.training.tables import mixed_table
+from training.data import parse_labels, plan_columns, read_table, split_rows
+
+
+def test_reads_csv_parquet_and_a_folder_of_parquet(tmp_path: Path) -> None:
+    frame = mixed_table(50)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "parts").mkdir()
+    frame.iloc[:20].to_parquet(tmp_path / "parts" / "a.parquet")
+    frame.iloc[20:].to_parquet(tmp_path / "parts" / "b.parquet")
+    assert len(read_table(tmp_path / "t.csv")) == 50
+    pd.testing.assert_frame_equal(read_table(tmp_path / "t.parquet"), frame)
+    assert len(read_table(tmp_path / "parts")) == 50
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("data.json", "{}", "not a CSV or Parquet file"),
+        ("empty.csv", "", "the file is empty"),
+        ("header.csv", "a,b\n", "no rows"),
+        ("bad.parquet", "not parquet", "cannot read it as Parquet"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_table(path)
+    assert str(path) in err.value.message
+
+
+def test_missing_file_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="no Parquet files"):
+        read_table(tmp_path)
+
+
+def test_kinds_constant_and_identifier_columns() -> None:
+    frame = mixed_table(300)
+    frame["constant"] = 7.0
+    frame["row_id"] = [f"r{i}" for i in range(300)]
+    frame["when"] = pd.date_range("2026-01-01", periods=300, freq="h")
+    plan = plan_columns(frame, source="t.csv", categorical=["count"])
+    assert plan.numeric == ["load", "power"]
+    assert plan.categorical == ["count", "site", "flag"]
+    reasons = {d["column"]: d["reason"] for d in plan.dropped}
+    assert reasons["constant"] == "constant column"
+    assert reasons["row_id"].startswith("looks like an identifier")
+    assert reasons["when"] == "date or time column"
+
+
+def test_infinity_names_column_and_row() -> None:
+    frame = mixed_table(30)
+    frame.loc[17, "load"] = np.inf
+    with pytest.raises(DataError, match=r"t.csv: column 'load', row 17: infinite value"):
+        plan_columns(frame, source="t.csv")
+
+
+def test_missing_label_and_feature_columns_list_the_columns() -> None:
+    frame = mixed_table(30)
+    with pytest.raises(DataError, match=r"label column\(s\) \['target'\] not found; the columns are"):
+        plan_columns(frame, source="t.csv", label_column="target")
+    with pytest.raises(DataError, match=r"excluded column\(s\) \['nope'\]"):
+        plan_columns(frame, source="t.csv", exclude=["nope"])
+
+
+def test_no_usable_feature() -> None:
+    frame = pd.DataFrame({"a": [1.0] * 20, "b": ["x"] * 20})
+    with pytest.raises(DataError, match="no usable feature column"):
+        plan_columns(frame, source="t.csv")
+
+
+def test_labels_accept_numbers_booleans_and_words() -> None:
+    labels = pd.Series([1, 0, "anomaly", "normal", True, "FALSE", 1.0])
+    assert parse_labels(labels, "y", "t.csv").tolist() == [True, False, True, False, True, False, True]
+    with pytest.raises(DataError, match=r"label column 'y', row 1: 'maybe'"):
+        parse_labels(pd.Series([0, "maybe"]), "y", "t.csv")
+
+
+def test_split_keeps_a_row_on_each_side() -> None:
+    train, holdout = split_rows(10, 0.2, seed=0)
+    assert len(train) == 8
+    assert len(holdout) == 2
+    assert set(train) | set(holdout) == set(range(10))
+    assert split_rows(2, 0.01, seed=0)[1].size == 1

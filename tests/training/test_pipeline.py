@@ -1,0 +1,118 @@
+"""Training every model type end to end: bundle, ONNX parity, determinism, calibration."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.bundle import OUTPUT_NAMES, load_bundle
+from service.features import encode_frame
+from service.scorer import Scorer
+from tests.training.tables import QUICK, mixed_table
+from training.export import parity_error, torch_outputs
+from training.pipeline import train_bundle
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    frame = mixed_table()
+    out = {}
+    for model, extra in (("vae", {}), ("aae", {}), ("ae", {"denoise": 0.1})):
+        path = tmp_path_factory.mktemp(model) / "bundle"
+        out[model] = train_bundle(frame, path, model=model, overrides={**QUICK, **extra})
+    return out
+
+
+@pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
+    bundle = load_bundle(bundles[model].bundle_dir)
+    session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(OUTPUT_NAMES)
+    assert bundle.manifest.model_type == model
+    kinds = {f.name: f.kind for f in bundle.manifest.features}
+    assert kinds == {
+        "load": "numeric",
+        "power": "numeric",
+        "count": "numeric",
+        "site": "categorical",
+        "flag": "categorical",
+    }
+
+
+@pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -> None:
+    result = bundles[model]
+    graph = result.graph
+    frame = mixed_table(200, seed=5)
+    x = encode_frame(frame, result.manifest.features).x
+    rng = np.random.default_rng(0)
+    random_rows = rng.normal(scale=5, size=(100, x.shape[1])).astype(np.float32)
+    random_rows[:, 3] = rng.integers(-1, 4, 100)  # site codes, -1 = missing or unseen
+    random_rows[:, 4] = rng.integers(-1, 2, 100)
+    random_rows[rng.random(random_rows.shape) < 0.1] = np.nan
+    both = np.concatenate([x, random_rows])
+    session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    ort_out = dict(zip(OUTPUT_NAMES, session.run(None, {"x": both}), strict=True))
+    assert parity_error(torch_outputs(graph, both), ort_out) <= 1e-4
+    assert all(np.isfinite(ort_out[name]).all() for name in OUTPUT_NAMES)
+
+
+def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict) -> None:
+    scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
+    x = encode_frame(mixed_table(64, seed=9), scorer.manifest.features).x
+    whole = scorer.run(x)
+    again = scorer.run(x)
+    alone = [scorer.run(x[i : i + 1])["neg_elbo"][0] for i in range(8)]
+    np.testing.assert_array_equal(whole["neg_elbo"], again["neg_elbo"])
+    np.testing.assert_allclose(whole["neg_elbo"][:8], alone, rtol=1e-5)
+
+
+def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
+    frame = mixed_table(200)
+    a = train_bundle(frame, tmp_path / "a", seed=3, overrides=quick)
+    b = train_bundle(frame, tmp_path / "b", seed=3, overrides=quick)
+    assert a.manifest.calibration.scores == b.manifest.calibration.scores
+
+
+def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None:
+    manifest = json.loads((bundles["vae"].bundle_dir / "manifest.json").read_text())
+    assert manifest["training"]["settings"]["model"] == "vae"
+    assert manifest["calibration"]["score"] == "neg_elbo"
+    assert manifest["calibration"]["alpha"] == 0.01
+    scores = manifest["calibration"]["scores"]
+    assert scores == sorted(scores)
+    assert len(scores) == 80
+    site = next(f for f in manifest["features"] if f["name"] == "site")
+    assert site["categories"] == ["north", "south", "east"]
+    power = next(f for f in manifest["features"] if f["name"] == "power")
+    assert power["missing_in_training"] > 0
+
+
+def test_kl_is_zero_for_the_plain_autoencoder(bundles: dict) -> None:
+    scorer = Scorer.open(bundles["ae"].bundle_dir, device="cpu")
+    scores = scorer.score(encode_frame(mixed_table(50, seed=2), scorer.manifest.features).x)
+    assert np.all(scores.kl == 0)
+    np.testing.assert_allclose(scores.neg_elbo, scores.feature_scores.sum(1), rtol=1e-5)
+
+
+def test_missing_values_add_nothing_to_the_likelihood(bundles: dict) -> None:
+    scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
+    x = encode_frame(mixed_table(20, seed=4), scorer.manifest.features).x
+    x[:, 1] = np.nan
+    x[:, 3] = -1
+    out = scorer.run(x)
+    assert np.all(out["feature_scores"][:, 1] == 0)
+    assert np.all(out["feature_scores"][:, 3] == 0)
+    assert np.isfinite(out["neg_elbo"]).all()
+
+
+def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> None:
+    good = train_bundle(mixed_table(200), tmp_path / "b", overrides=quick)
+    before = (good.bundle_dir / "manifest.json").read_text()
+    with pytest.raises(Exception, match="setting 'draws'"):
+        train_bundle(mixed_table(200), tmp_path / "b", overrides={**quick, "draws": 0})
+    assert (tmp_path / "b" / "manifest.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]

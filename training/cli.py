@@ -1,0 +1,69 @@
+"""Handlers of ``latentwatch train`` and ``latentwatch evaluate`` (torch side).
+
+``service.cli`` parses the command line and imports this module only when one of these
+commands runs, so that the serving side never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from training.config import load_config_file, make_settings
+from training.data import read_table
+from training.pipeline import train_bundle
+
+log = logging.getLogger(__name__)
+
+
+def _split_names(values: list[str] | None) -> list[str]:
+    return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+
+
+def train_command(args: argparse.Namespace) -> int:
+    file_values = load_config_file(Path(args.config)) if args.config else {}
+    settings = make_settings(
+        file_values,
+        model=args.model,
+        seed=args.seed,
+        device=args.device,
+        denoise=args.denoise,
+        alpha=args.alpha,
+        name=args.name,
+        version=args.version,
+        max_steps=args.max_steps,
+        beta=args.beta,
+        warmup_steps=args.warmup_steps,
+    )
+    frame = read_table(args.data)
+    result = train_bundle(
+        frame,
+        args.out,
+        settings=settings,
+        label_column=args.label_column,
+        features=_split_names(args.features) or None,
+        exclude=_split_names(args.exclude),
+        categorical=_split_names(args.categorical),
+        source=str(args.data),
+        quiet=args.quiet,
+    )
+    m, fit = result.manifest, result.fit
+    print(
+        f"trained {m.model_type} {m.name!r} version {m.version}: {m.n_features} features, "
+        f"{fit.steps} steps ({'early stop' if fit.stopped_early else 'step cap'}), "
+        f"best validation loss {fit.best_val:.4f}, {result.seconds:.1f} s"
+    )
+    for dropped in m.dropped_columns:
+        print(f"  left out {dropped['column']!r}: {dropped['reason']}")
+    print(f"bundle written to {result.bundle_dir} (report: {result.bundle_dir / 'report' / 'index.html'})")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_bundle, format_evaluation
+
+    frame = read_table(args.data)
+    result = evaluate_bundle(args.model, frame, args.label_column, source=str(args.data))
+    print(format_evaluation(result))
+    return 0

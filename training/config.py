@@ -1,0 +1,174 @@
+"""Training settings: one frozen, validated object, saved in the bundle's manifest.
+
+Sizes left as ``None`` are derived from the data by :func:`resolve` (see each field), so
+``latentwatch train`` with no options is good on tables of a hundred rows and of a million.
+A TOML file may set any field (``latentwatch train --config FILE``); flags override it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError
+
+MODEL_TYPES = ("vae", "aae", "ae")
+DEVICES = ("auto", "cpu", "cuda")
+SCORES = ("auto", "neg_elbo", "recon_error")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every knob of a training run. ``None`` means "derived from the data"."""
+
+    model: str = "vae"  # vae | aae | ae
+    seed: int = 0  # seeds weights, splits, batches and the graph's fixed draws
+    device: str = "auto"  # auto uses CUDA when present
+    threads: int = 1  # CPU threads for torch: these small MLPs train fastest on one
+    # Architecture.
+    hidden: int | None = None  # None: min(256, max(32, 2 * encoder inputs))
+    depth: int = 2  # hidden layers in the encoder and in the decoder
+    latent_dim: int | None = None  # None: max(2, min(32, features // 2))
+    # Objective.
+    beta: float = 1.0  # weight of the KL term once warm-up ends
+    warmup_steps: int | None = None  # None: max(500, 20 epochs); beta rises linearly from 0
+    min_scale: float = 0.01  # floor of the decoder's std, in standardized units
+    denoise: float = 0.0  # AE only: std of Gaussian noise added to inputs while training
+    # Optimization.
+    batch_size: int | None = None  # None: min(256, max(32, train rows // 20))
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    max_steps: int | None = None  # None: warm-up + max(5000, 100 epochs)
+    patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
+    validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
+    # Scoring and calibration.
+    draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
+    score: str = "auto"  # primary score for p-values; auto: neg_elbo
+    alpha: float = 0.01  # target false-positive rate
+    # Bookkeeping.
+    name: str | None = None  # model name; None: the data file's stem
+    version: str | None = None  # None: a UTC timestamp, sortable
+    report: bool = True  # write report/ beside the bundle
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+
+def _check_type(key: str, value: Any) -> Any:
+    default = _FIELDS[key].default
+    annotation = str(_FIELDS[key].type)
+    if value is None and "None" in annotation:
+        return None
+    if isinstance(default, bool) or annotation.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif "int" in annotation and "float" not in annotation:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif "float" in annotation:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif "str" in annotation and isinstance(value, str):
+        return value
+    msg = f"setting {key!r}: {value!r} is not a valid {annotation}"
+    raise ConfigError(msg)
+
+
+def _check_ranges(s: TrainSettings) -> None:
+    checks = [
+        ("model", s.model in MODEL_TYPES, f"one of {MODEL_TYPES}"),
+        ("device", s.device in DEVICES, f"one of {DEVICES}"),
+        ("score", s.score in SCORES, f"one of {SCORES}"),
+        ("threads", s.threads >= 1, "at least 1"),
+        ("depth", 1 <= s.depth <= 8, "between 1 and 8"),
+        ("hidden", s.hidden is None or s.hidden >= 1, "at least 1"),
+        ("latent_dim", s.latent_dim is None or s.latent_dim >= 1, "at least 1"),
+        ("beta", s.beta >= 0, "at least 0"),
+        ("warmup_steps", s.warmup_steps is None or s.warmup_steps >= 0, "at least 0"),
+        ("min_scale", s.min_scale > 0, "above 0"),
+        ("denoise", s.denoise >= 0, "at least 0"),
+        ("batch_size", s.batch_size is None or s.batch_size >= 1, "at least 1"),
+        ("learning_rate", s.learning_rate > 0, "above 0"),
+        ("weight_decay", s.weight_decay >= 0, "at least 0"),
+        ("max_steps", s.max_steps is None or s.max_steps >= 1, "at least 1"),
+        ("patience_steps", s.patience_steps is None or s.patience_steps >= 1, "at least 1"),
+        ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
+        ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
+        ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            msg = f"setting {key!r}: {getattr(s, key)!r} must be {expected}"
+            raise ConfigError(msg)
+    if s.denoise > 0 and s.model != "ae":
+        msg = f"setting 'denoise' applies to --model ae only (model is {s.model!r})"
+        raise ConfigError(msg)
+
+
+def make_settings(values: dict[str, Any] | None = None, **overrides: Any) -> TrainSettings:
+    """Validate ``values`` then ``overrides`` (flags win) into :class:`TrainSettings`.
+
+    Raises:
+        ConfigError: naming the unknown key or the bad value.
+    """
+    merged = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = sorted(set(merged) - set(_FIELDS))
+    if unknown:
+        msg = f"unknown setting(s) {unknown}; known settings: {sorted(_FIELDS)}"
+        raise ConfigError(msg)
+    settings = TrainSettings(**{k: _check_type(k, v) for k, v in merged.items()})
+    _check_ranges(settings)
+    return settings
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML file of settings (top level or a ``[train]`` table)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        msg = f"{path}: config file not found"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        msg = f"{path}: not a valid TOML file: {err}"
+        raise ConfigError(msg) from None
+    return data.get("train", data)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Sizes derived from the data for one run."""
+
+    hidden: int
+    latent_dim: int
+    batch_size: int
+    warmup_steps: int
+    patience_steps: int
+    max_steps: int
+    steps_per_epoch: int
+
+
+def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs: int) -> Resolved:
+    """Fill every ``None`` size from the data's shape (rows, features, encoder inputs)."""
+    batch = settings.batch_size or min(256, max(32, n_train // 20))
+    batch = max(1, min(batch, n_train))
+    steps_per_epoch = max(1, -(-n_train // batch))
+    warmup = settings.warmup_steps
+    if warmup is None:
+        warmup = max(500, 20 * steps_per_epoch)
+    if settings.model != "vae":
+        warmup = 0 if settings.warmup_steps is None else warmup
+    return Resolved(
+        hidden=settings.hidden or min(256, max(32, 2 * n_inputs)),
+        latent_dim=settings.latent_dim or max(2, min(32, n_features // 2)),
+        batch_size=batch,
+        warmup_steps=warmup,
+        patience_steps=settings.patience_steps or max(300, 15 * steps_per_epoch),
+        max_steps=settings.max_steps or warmup + max(5000, 100 * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+    )

@@ -1,0 +1,190 @@
+"""Reading tables and choosing features.
+
+``read_table`` reads a CSV file, a Parquet file or a folder of Parquet files.
+``select_features`` decides which columns are features and of what kind:
+
+- numeric: integer and float columns (unless declared categorical);
+- categorical: strings, booleans, pandas categories, and columns declared with
+  ``categorical``;
+- left out, with a warning: constant columns, columns that look like identifiers (a
+  string column whose values are nearly all distinct), dates and times. Left-out columns
+  are passed through by batch scoring.
+
+Rows labelled anomalous (``label_column``) are kept apart for evaluation and the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from service.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+ANOMALY_LABELS = {"1", "true", "yes", "anomaly", "anomalous", "outlier", "abnormal"}
+NORMAL_LABELS = {"0", "false", "no", "normal", "inlier"}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV, Parquet, or a folder of Parquet files into a DataFrame.
+
+    Raises:
+        DataError: naming the file when it is missing, of another format, unreadable or empty.
+    """
+    path = Path(path)
+    if not path.exists():
+        msg = f"{path}: no such file or folder"
+        raise DataError(msg)
+    name = path.name.lower()
+    try:
+        if path.is_dir():
+            frame = _read_parquet_folder(path)
+        elif name.endswith(PARQUET_SUFFIXES):
+            frame = pd.read_parquet(path)
+        elif name.endswith(CSV_SUFFIXES):
+            frame = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
+        else:
+            msg = f"{path}: not a CSV or Parquet file (expected one of {CSV_SUFFIXES + PARQUET_SUFFIXES})"
+            raise DataError(msg)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        msg = f"{path}: the file is empty"
+        raise DataError(msg) from None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        msg = f"{path}: cannot read it as {'Parquet' if not name.endswith(CSV_SUFFIXES) else 'CSV'}: {err}"
+        raise DataError(msg) from None
+    if frame.empty or len(frame.columns) == 0:
+        msg = f"{path}: the table has no rows" if len(frame.columns) else f"{path}: no columns"
+        raise DataError(msg)
+    return frame
+
+
+def _read_parquet_folder(path: Path) -> pd.DataFrame:
+    files = sorted(p for p in path.rglob("*") if p.name.lower().endswith(PARQUET_SUFFIXES))
+    if not files:
+        msg = f"{path}: the folder holds no Parquet files"
+        raise DataError(msg)
+    import pyarrow.dataset as ds
+
+    return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+
+
+def parse_labels(column: pd.Series, name: str, source: str) -> np.ndarray:
+    """A label column as booleans (True = anomalous).
+
+    Accepts 1/0, booleans and the words in ``ANOMALY_LABELS`` / ``NORMAL_LABELS``.
+    """
+    text = column.map(lambda v: str(v).strip().lower(), na_action="ignore")
+    text = text.replace({"1.0": "1", "0.0": "0"})
+    bad = text.isna() | ~text.isin(ANOMALY_LABELS | NORMAL_LABELS)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        msg = (
+            f"{source}: label column {name!r}, row {row}: {column.iloc[row]!r} is not a label "
+            f"(use 1/0, true/false, anomaly/normal)"
+        )
+        raise DataError(msg)
+    return text.isin(ANOMALY_LABELS).to_numpy()
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which columns are features (and their kinds) and which are left out, and why."""
+
+    numeric: list[str]
+    categorical: list[str]
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    label_column: str | None = None
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric + self.categorical
+
+
+def _missing_columns(frame: pd.DataFrame, names: Sequence[str], what: str, source: str) -> None:
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        msg = f"{source}: {what} column(s) {missing} not found; the columns are {list(frame.columns)}"
+        raise DataError(msg)
+
+
+def _reason_to_drop(series: pd.Series, categorical: bool) -> str | None:
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        return "date or time column"
+    distinct = series.nunique(dropna=True)
+    if distinct <= 1:
+        return "constant column" if distinct == 1 else "no values"
+    if categorical and not pd.api.types.is_bool_dtype(series):
+        if distinct > max(50, 0.5 * series.notna().sum()):
+            return f"looks like an identifier ({distinct} distinct values)"
+    return None
+
+
+def plan_columns(
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    label_column: str | None = None,
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+) -> ColumnPlan:
+    """Choose the feature columns and their kinds.
+
+    Raises:
+        DataError: a named column is missing, a feature holds infinities, or no feature is left.
+    """
+    for names, what in ((exclude, "excluded"), (categorical, "categorical")):
+        _missing_columns(frame, names, what, source)
+    if label_column is not None:
+        _missing_columns(frame, [label_column], "label", source)
+    if features:
+        _missing_columns(frame, features, "feature", source)
+    candidates = list(features) if features else list(frame.columns)
+    candidates = [c for c in candidates if c != label_column and c not in set(exclude)]
+    numeric, cats, dropped = [], [], []
+    for name in candidates:
+        series = frame[name]
+        is_cat = name in set(categorical) or not pd.api.types.is_numeric_dtype(series)
+        is_cat = is_cat or pd.api.types.is_bool_dtype(series)
+        reason = _reason_to_drop(series, is_cat)
+        if reason is not None:
+            log.warning("%s: column %r left out: %s", source, name, reason)
+            dropped.append({"column": name, "reason": reason})
+            continue
+        if not is_cat:
+            _check_finite(series, name, source)
+        (cats if is_cat else numeric).append(name)
+    if not numeric and not cats:
+        msg = f"{source}: no usable feature column (left out: {dropped or 'none'})"
+        raise DataError(msg)
+    return ColumnPlan(numeric=numeric, categorical=cats, dropped=dropped, label_column=label_column)
+
+
+def _check_finite(series: pd.Series, name: str, source: str) -> None:
+    values = series.to_numpy(dtype=float, na_value=np.nan)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        msg = (
+            f"{source}: column {name!r}, row {row}: infinite value {values[row]} "
+            f"({int(infinite.sum())} such rows); replace infinities by a number or leave them empty"
+        )
+        raise DataError(msg)
+
+
+def split_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle row indices and hold out ``fraction`` of them (at least one row each side)."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_hold = round(fraction * n_rows)
+    n_hold = min(max(n_hold, 1), n_rows - 1)
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])

@@ -1,0 +1,104 @@
+"""The exported scoring graph: preprocessing + model + fixed draws, with the contract's outputs.
+
+``ScoringGraph.forward(x)`` takes the bundle's raw ``x`` ``(N, F)`` and returns, in the order
+of ``service.bundle.OUTPUT_NAMES``: ``recon_error`` ``(N,)``, ``neg_elbo`` ``(N,)``, ``kl``
+``(N,)``, ``feature_scores`` ``(N, F)``, ``expected`` ``(N, F)``, ``latent`` ``(N, L)``.
+The Monte-Carlo draws are a buffer fixed by the seed, applied to every row the same way,
+so a row's scores never depend on the other rows of its batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.bundle import INPUT_NAME, OUTPUT_NAMES
+from training.models import Autoencoder, Batch
+from training.preprocess import Preprocessor
+
+OPSET = 17
+PARITY_RTOL = 1e-4
+
+
+class ScoringGraph(nn.Module):
+    def __init__(self, preprocessor: Preprocessor, model: Autoencoder, eps: torch.Tensor) -> None:
+        super().__init__()
+        self.preprocessor = preprocessor
+        self.model = model
+        self.register_buffer("eps", eps)
+
+    def preprocess(self, x: torch.Tensor) -> Batch:
+        return Batch(*self.preprocessor(x))
+
+    def reconstruction(self, batch: Batch, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``recon_error`` ``(N,)`` and ``expected`` ``(N, F)`` from decoding the posterior mean."""
+        mean, logits = self.model.decode(mu)
+        squared = (batch.num - mean).pow(2) * batch.observed
+        counted = batch.observed.sum(-1)
+        expected = [mean * self.preprocessor.scale + self.preprocessor.center]
+        for j, group in enumerate(logits):
+            size = group.shape[-1]
+            code = batch.codes[:, j]
+            valid = ((code >= 0) & (code < size)).float()
+            one_hot = (code.unsqueeze(-1).float() == self.preprocessor.category_range[:size]).float()
+            error = (one_hot - torch.softmax(group, dim=-1)).pow(2).sum(-1) * valid
+            squared = torch.cat([squared, error.unsqueeze(-1)], dim=-1)
+            counted = counted + valid
+            expected.append(group.argmax(-1, keepdim=True).float())
+        recon_error = squared.sum(-1) / counted.clamp(min=1.0)
+        expected_all = torch.cat(expected, dim=-1).index_select(-1, self.model.to_manifest_order)
+        return recon_error, expected_all
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch = self.preprocess(x)
+        scores = self.model.score(batch, self.eps)
+        recon_error, expected = self.reconstruction(batch, scores["latent"])
+        return (
+            recon_error,
+            scores["neg_elbo"],
+            scores["kl"],
+            scores["feature_scores"],
+            expected,
+            scores["latent"],
+        )
+
+
+def export_onnx(graph: ScoringGraph, n_features: int, path: Path) -> None:
+    """Write ``graph`` as ONNX with a dynamic batch axis and check it with ``onnx.checker``."""
+    import onnx
+
+    graph = graph.cpu().eval()
+    example = torch.zeros(2, n_features)
+    dynamic = {INPUT_NAME: {0: "rows"}, **{name: {0: "rows"} for name in OUTPUT_NAMES}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+@torch.no_grad()
+def torch_outputs(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.ndarray]:
+    outputs = graph.cpu().eval()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs, strict=True)}
+
+
+def parity_error(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
+    """Largest relative difference between two sets of outputs (scale: max(|a|, 1))."""
+    worst = 0.0
+    for name in OUTPUT_NAMES:
+        a, b = expected[name].astype(np.float64), actual[name].astype(np.float64)
+        worst = max(worst, float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1.0), initial=0.0)))
+    return worst

@@ -1,0 +1,21 @@
+"""The model families; ``build_model`` picks one by name."""
+
+from __future__ import annotations
+
+from training.models.aae import AAE
+from training.models.ae import AE
+from training.models.base import Architecture, Autoencoder, Batch
+from training.models.vae import VAE
+
+__all__ = ["AAE", "AE", "VAE", "Architecture", "Autoencoder", "Batch", "build_model"]
+
+
+def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0) -> Autoencoder:
+    if model_type == "vae":
+        return VAE(arch)
+    if model_type == "aae":
+        return AAE(arch)
+    if model_type == "ae":
+        return AE(arch, noise=denoise)
+    msg = f"unknown model type {model_type!r}"
+    raise ValueError(msg)

@@ -1,0 +1,127 @@
+"""MLP blocks and the ``Autoencoder`` template shared by AE, VAE and AAE.
+
+A model sees preprocessed tensors (see ``training.preprocess.Preprocessor``):
+``enc_in`` ``(N, D_in)``, ``num`` ``(N, Fn)``, ``observed`` ``(N, Fn)``, ``codes`` ``(N, Fc)``.
+Subclasses fill in ``latent_penalty`` (the KL term or its stand-in) and ``train_step``.
+Scores are higher = more anomalous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training import likelihood
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of preprocessed rows."""
+
+    enc_in: torch.Tensor
+    num: torch.Tensor
+    observed: torch.Tensor
+    codes: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.enc_in.shape[0]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    n_inputs: int
+    n_numeric: int
+    group_sizes: tuple[int, ...]
+    feature_order: tuple[int, ...]  # position in manifest order of each [numeric..., categorical...]
+    hidden: int
+    depth: int
+    latent_dim: int
+    min_scale: float
+
+
+def mlp(n_in: int, hidden: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class Autoencoder(nn.Module):
+    """Gaussian encoder q(z|x), decoder p(x|z) with a mixed Gaussian/categorical likelihood."""
+
+    stochastic = True  # False: the code is the posterior mean (plain AE)
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = arch
+        self.encoder = mlp(arch.n_inputs, arch.hidden, arch.depth)
+        self.to_mu = nn.Linear(arch.hidden, arch.latent_dim)
+        self.to_log_var = nn.Linear(arch.hidden, arch.latent_dim)
+        self.decoder = nn.Sequential(
+            mlp(arch.latent_dim, arch.hidden, arch.depth),
+            nn.Linear(arch.hidden, arch.n_numeric + sum(arch.group_sizes)),
+        )
+        self.raw_log_var = nn.Parameter(torch.zeros(arch.n_numeric))
+        inverse = [0] * len(arch.feature_order)
+        for k, position in enumerate(arch.feature_order):
+            inverse[position] = k
+        self.register_buffer("to_manifest_order", torch.tensor(inverse, dtype=torch.long))
+
+    def encode(self, enc_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(enc_in)
+        return self.to_mu(hidden), self.to_log_var(hidden).clamp(-12.0, 8.0)
+
+    def reparameterize(self, mu: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(0.5 * log_var) * eps
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``z`` ``(..., N, L)`` to numeric means ``(..., N, Fn)`` and one logits tensor per group."""
+        out = self.decoder(z)
+        mean = out[..., : self.arch.n_numeric]
+        logits, start = [], self.arch.n_numeric
+        for size in self.arch.group_sizes:
+            logits.append(out[..., start : start + size])
+            start += size
+        return mean, logits
+
+    def decoder_log_var(self) -> torch.Tensor:
+        """Per-feature log-variance, floored at ``min_scale**2`` (standardized units)."""
+        return torch.log(F.softplus(self.raw_log_var) + self.arch.min_scale**2)
+
+    def feature_nll(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Per-feature negative log-likelihood in manifest order, ``(..., N, F)``."""
+        mean, logits = self.decode(z)
+        parts = [likelihood.gaussian_nll(batch.num, batch.observed, mean, self.decoder_log_var())]
+        if logits:
+            parts.append(likelihood.categorical_nll(batch.codes, logits))
+        return torch.cat(parts, dim=-1).index_select(-1, self.to_manifest_order)
+
+    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """The per-row latent term added to the reconstruction NLL in ``neg_elbo``, ``(N,)``."""
+        return likelihood.gaussian_kl(mu, log_var)
+
+    def score(self, batch: Batch, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Deterministic scores of a batch; ``eps`` ``(K, L)`` are the fixed draws."""
+        mu, log_var = self.encode(batch.enc_in)
+        if self.stochastic:
+            z = self.reparameterize(mu.unsqueeze(0), log_var.unsqueeze(0), eps.unsqueeze(1))  # (K, N, L)
+            feature_scores = self.feature_nll(z, batch).mean(0)
+        else:
+            feature_scores = self.feature_nll(mu, batch)
+        kl = self.latent_penalty(mu, log_var)
+        return {
+            "neg_elbo": feature_scores.sum(-1) + kl,
+            "kl": kl,
+            "feature_scores": feature_scores,
+            "latent": mu,
+        }
+
+    def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        return [torch.optim.AdamW(self.parameters(), lr=learning_rate, weight_decay=weight_decay)]
+
+    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
+        """One gradient step on ``batch``; returns the losses for the progress bar."""
+        raise NotImplementedError

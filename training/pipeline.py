@@ -1,0 +1,320 @@
+"""From a table of normal rows to a verified scoring bundle.
+
+``train_bundle`` plans the columns, fits the preprocessing, trains the model, exports the
+scoring graph to ONNX, checks that onnxruntime agrees with torch, calibrates p-values on
+held-out normal rows *with the exported graph*, and writes the bundle atomically: a failed
+run never leaves a half bundle, and never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from service.bundle import (
+    MANIFEST_FILE,
+    ONNX_FILE,
+    Calibration,
+    Feature,
+    Manifest,
+    file_sha256,
+    write_manifest,
+)
+from service.errors import ConfigError, DataError
+from service.features import encode_frame
+from training import data as data_mod
+from training.config import TrainSettings, make_settings, resolve
+from training.export import PARITY_RTOL, ScoringGraph, export_onnx, parity_error, torch_outputs
+from training.loop import FitResult, fit
+from training.models import Architecture, Batch, build_model
+from training.preprocess import Preprocessor, fit_features
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    bundle_dir: Path
+    manifest: Manifest
+    fit: FitResult
+    seconds: float
+    graph: ScoringGraph  # the torch scoring graph that was exported (CPU, eval mode)
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        msg = "--device cuda: torch sees no CUDA device (use --device auto or cpu)"
+        raise ConfigError(msg)
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _to_batch(pre: Preprocessor, x: np.ndarray, device: torch.device) -> Batch:
+    with torch.no_grad():
+        return Batch(*(t.to(device) for t in pre(torch.from_numpy(x))))
+
+
+def _random_rows(features: Sequence[Feature], n: int, seed: int) -> np.ndarray:
+    """Rows far and near the training data, with missing values and unseen codes."""
+    rng = np.random.default_rng(seed + 1)
+    x = np.empty((n, len(features)), dtype=np.float32)
+    for j, f in enumerate(features):
+        if f.is_categorical:
+            x[:, j] = rng.integers(-1, len(f.categories), n)
+        else:
+            x[:, j] = f.center + f.scale * rng.standard_normal(n) * rng.choice([0.5, 1, 3, 10], n)
+            x[rng.random(n) < 0.1, j] = np.nan
+    return x
+
+
+def _check_parity(graph: ScoringGraph, session: Any, x: np.ndarray) -> float:
+    ort_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
+    error = parity_error(torch_outputs(graph, x), ort_out)
+    if not error <= PARITY_RTOL:
+        msg = f"onnxruntime and torch disagree on the exported graph (relative error {error:.2e})"
+        raise RuntimeError(msg)
+    return error
+
+
+def _prepare_output(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        msg = f"--out {out}: exists and is not a folder"
+        raise ConfigError(msg)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).exists():
+        msg = f"--out {out}: the folder is not empty and holds no latentwatch bundle; choose another"
+        raise ConfigError(msg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` with two renames; the old bundle is removed last."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train_bundle(
+    frame: pd.DataFrame,
+    out: str | Path,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    settings: TrainSettings | None = None,
+    label_column: str | None = None,
+    features: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+    source: str = "data",
+    quiet: bool = True,
+) -> TrainResult:
+    """Train on the normal rows of ``frame`` and write a bundle to ``out``.
+
+    Every column is a feature unless ``features``/``exclude``/``label_column`` say otherwise;
+    rows whose label is anomalous are left out of training and shown in the report.
+    """
+    started = time.perf_counter()
+    settings = settings or make_settings(overrides, model=model, seed=seed)
+    plan = data_mod.plan_columns(
+        frame,
+        source=source,
+        label_column=label_column,
+        features=features,
+        exclude=exclude,
+        categorical=categorical,
+    )
+    anomalous = np.zeros(len(frame), dtype=bool)
+    if label_column is not None:
+        anomalous = data_mod.parse_labels(frame[label_column], label_column, source)
+    normal = frame.loc[~anomalous].reset_index(drop=True)
+    if len(normal) < 10:
+        msg = f"{source}: only {len(normal)} normal rows; at least 10 are needed to train"
+        raise DataError(msg)
+    train_idx, holdout_idx = data_mod.split_rows(len(normal), settings.validation_fraction, settings.seed)
+    feature_list = fit_features(normal.iloc[train_idx], plan.numeric, plan.categorical)
+    x_normal = encode_frame(normal, feature_list, source=source).x
+    staging = _prepare_output(Path(out))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        result = _train_and_write(
+            settings,
+            plan,
+            feature_list,
+            x_normal,
+            train_idx,
+            holdout_idx,
+            frame.loc[anomalous],
+            staging,
+            source,
+            quiet,
+        )
+        _swap_in(staging, Path(out))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    manifest, fit_result, graph = result
+    return TrainResult(Path(out), manifest, fit_result, time.perf_counter() - started, graph)
+
+
+def _train_and_write(
+    settings: TrainSettings,
+    plan: data_mod.ColumnPlan,
+    features: tuple[Feature, ...],
+    x_normal: np.ndarray,
+    train_idx: np.ndarray,
+    holdout_idx: np.ndarray,
+    anomalies: pd.DataFrame,
+    staging: Path,
+    source: str,
+    quiet: bool,
+) -> tuple[Manifest, FitResult, ScoringGraph]:
+    torch.manual_seed(settings.seed)
+    device = pick_device(settings.device)
+    pre = Preprocessor(features)
+    resolved = resolve(settings, n_train=len(train_idx), n_features=len(features), n_inputs=pre.n_inputs)
+    order = tuple(i for i, f in enumerate(features) if not f.is_categorical) + tuple(
+        i for i, f in enumerate(features) if f.is_categorical
+    )
+    arch = Architecture(
+        n_inputs=pre.n_inputs,
+        n_numeric=pre.n_numeric,
+        group_sizes=tuple(pre.group_sizes),
+        feature_order=order,
+        hidden=resolved.hidden,
+        depth=settings.depth,
+        latent_dim=resolved.latent_dim,
+        min_scale=settings.min_scale,
+    )
+    net = build_model(settings.model, arch, denoise=settings.denoise).to(device)
+    eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
+    train = _to_batch(pre, x_normal[train_idx], device)
+    holdout = _to_batch(pre, x_normal[holdout_idx], device)
+    fit_result = fit(net, train, holdout, eps.to(device), settings, resolved, quiet=quiet)
+
+    graph = ScoringGraph(pre, net.cpu(), eps).eval()
+    onnx_path = staging / ONNX_FILE
+    export_onnx(graph, len(features), onnx_path)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    parity = _check_parity(
+        graph,
+        session,
+        np.concatenate([x_normal[holdout_idx][:512], _random_rows(features, 256, settings.seed)]),
+    )
+    primary = "neg_elbo" if settings.score == "auto" else settings.score
+    holdout_scores = session.run([primary], {"x": x_normal[holdout_idx]})[0]
+    manifest = Manifest(
+        name=settings.name or _default_name(source),
+        version=settings.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        model_type=settings.model,
+        features=features,
+        latent_dim=resolved.latent_dim,
+        calibration=Calibration(score=primary, alpha=settings.alpha, scores=tuple(np.sort(holdout_scores).tolist())),
+        onnx_sha256=file_sha256(onnx_path),
+        dropped_columns=tuple(plan.dropped),
+        label_column=plan.label_column,
+        preprocessing={
+            "numeric": "median imputation + missing indicator; standardized with training mean and std",
+            "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
+        },
+        training=_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        latentwatch_version=_version(),
+    )
+    write_manifest(staging, manifest)
+    if settings.report:
+        _write_report(staging, graph, session, manifest, fit_result, x_normal[holdout_idx], anomalies)
+    return manifest, fit_result, graph
+
+
+def _default_name(source: str) -> str:
+    stem = Path(source).name.split(".")[0]
+    return stem if stem and stem != "data" else "model"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latentwatch")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:
+    return {
+        "source": str(source),
+        "settings": settings.to_dict(),
+        "resolved": vars(resolved),
+        "rows": {"train": n_train, "holdout": n_holdout},
+        "steps": fit_result.steps,
+        "best_step": fit_result.best_step,
+        "best_validation_loss": fit_result.best_val,
+        "stopped_early": fit_result.stopped_early,
+        "seconds": round(fit_result.seconds, 2),
+        "onnx_parity_max_relative_error": parity,
+        "history": fit_result.history,
+    }
+
+
+def _write_report(staging, graph, session, manifest, fit_result, x_holdout, anomalies) -> None:
+    """The human report under ``report/``; never fails the training run."""
+    try:
+        from training.report import write_report
+    except ImportError:
+        return
+    primary = manifest.primary_score
+    names = [o.name for o in session.get_outputs()]
+    held = dict(zip(names, session.run(None, {"x": x_holdout}), strict=True))
+    anomaly_scores, anomaly_latent = None, None
+    if len(anomalies):
+        x_anom = encode_frame(anomalies, manifest.features, strict=False).x
+        out = dict(zip(names, session.run(None, {"x": x_anom}), strict=True))
+        anomaly_scores = {k: out[k] for k in ("neg_elbo", "recon_error", "kl")}
+        anomaly_latent = out["latent"]
+    scores = np.asarray(manifest.calibration.scores)
+    threshold = float(np.quantile(scores, 1 - manifest.calibration.alpha))
+    try:
+        write_report(
+            staging / "report",
+            history=fit_result.history,
+            validation_scores={k: held[k] for k in ("neg_elbo", "recon_error", "kl")},
+            primary=primary,
+            alpha=manifest.calibration.alpha,
+            threshold=threshold,
+            latent_validation=held["latent"],
+            anomaly_scores=anomaly_scores,
+            latent_anomalies=anomaly_latent,
+            title=f"latentwatch report: {manifest.name} {manifest.version} ({manifest.model_type})",
+            summary={
+                "rows (train / holdout)": "{train} / {holdout}".format(**manifest.training["rows"]),
+                "features": manifest.n_features,
+                "steps": fit_result.steps,
+                "best validation loss": round(fit_result.best_val, 4),
+                "seconds": round(fit_result.seconds, 1),
+            },
+        )
+    except Exception as err:  # a plotting failure must not lose a trained model
+        log.warning("report not written: %s", err)

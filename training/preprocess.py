@@ -1,0 +1,122 @@
+"""Feature statistics and the in-graph preprocessing module.
+
+Missing values and unseen categories (the documented policy):
+
+- numeric: a missing value is imputed with the training median for the encoder, and an
+  indicator input (1 = missing) is added for every feature that had missing values in
+  training. The missing value adds nothing to the likelihood: scores are those of the
+  observed part of the row.
+- categorical: a missing value and a category never seen in training both have code -1;
+  the encoder sees an all-zero one-hot group and the likelihood skips that feature.
+
+Everything here runs inside the exported ONNX graph, so every consumer gets it for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from service.bundle import Feature
+from service.features import canonical_labels
+
+CLIP = 1e4  # standardized values are clipped to +-CLIP so that squares stay finite in float32
+
+
+def _dtype_name(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        values = series.dropna().to_numpy()
+        return "int" if len(values) and np.all(np.floor(values) == values) else "float"
+    return "string"
+
+
+def fit_numeric(series: pd.Series, name: str) -> Feature:
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    observed = values[~np.isnan(values)]
+    scale = float(observed.std()) if len(observed) > 1 else 1.0
+    return Feature(
+        name=name,
+        kind="numeric",
+        dtype=_dtype_name(series),
+        fill=float(np.median(observed)),
+        center=float(observed.mean()),
+        scale=scale if scale > 1e-12 else 1.0,
+        missing_in_training=float(np.isnan(values).mean()),
+    )
+
+
+def fit_categorical(series: pd.Series, name: str) -> Feature:
+    """Categories ordered by frequency (most frequent first), then by label."""
+    labels = canonical_labels(series)
+    counts = labels.value_counts(dropna=True)
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return Feature(
+        name=name,
+        kind="categorical",
+        dtype=_dtype_name(series),
+        categories=tuple(label for label, _ in ordered),
+        missing_in_training=float(labels.isna().mean()),
+    )
+
+
+def fit_features(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Feature, ...]:
+    """Fit every feature's statistics on the training rows (numeric first, then categorical)."""
+    return tuple([fit_numeric(frame[c], c) for c in numeric] + [fit_categorical(frame[c], c) for c in categorical])
+
+
+class Preprocessor(nn.Module):
+    """Raw ``x`` ``(N, F)`` to the encoder's input and the decoder's targets.
+
+    ``forward`` returns:
+        enc_in: ``(N, D_in)`` standardized numerics, missing indicators, one-hot groups.
+        num: ``(N, Fn)`` standardized numerics, imputed where missing.
+        num_observed: ``(N, Fn)`` 1.0 where the numeric value was present.
+        cat_codes: ``(N, Fc)`` long category codes, -1 where missing or unseen.
+    """
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        super().__init__()
+        numeric = [i for i, f in enumerate(features) if not f.is_categorical]
+        categorical = [i for i, f in enumerate(features) if f.is_categorical]
+        self.group_sizes = [len(features[i].categories) for i in categorical]
+        with_missing = [k for k, i in enumerate(numeric) if features[i].missing_in_training > 0]
+        self.register_buffer("num_idx", torch.tensor(numeric, dtype=torch.long))
+        self.register_buffer("cat_idx", torch.tensor(categorical, dtype=torch.long))
+        self.register_buffer("indicator_idx", torch.tensor(with_missing, dtype=torch.long))
+        self.register_buffer("fill", self._stat(features, numeric, "fill"))
+        self.register_buffer("center", self._stat(features, numeric, "center"))
+        self.register_buffer("scale", self._stat(features, numeric, "scale"))
+        self.register_buffer("category_range", torch.arange(max(self.group_sizes, default=1)).float())
+
+    @staticmethod
+    def _stat(features: Sequence[Feature], index: list[int], key: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(features[i], key)) for i in index], dtype=torch.float32)
+
+    @property
+    def n_numeric(self) -> int:
+        return len(self.num_idx)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_numeric + len(self.indicator_idx) + sum(self.group_sizes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raw = x.index_select(1, self.num_idx)
+        missing = torch.isnan(raw)
+        num = (torch.where(missing, self.fill.expand_as(raw), raw) - self.center) / self.scale
+        num = num.clamp(-CLIP, CLIP)
+        observed = (~missing).float()
+        codes = x.index_select(1, self.cat_idx)
+        codes = torch.where(torch.isnan(codes), torch.full_like(codes, -1.0), codes)
+        parts = [num, missing.float().index_select(1, self.indicator_idx)]
+        for j, size in enumerate(self.group_sizes):
+            parts.append((codes[:, j : j + 1] == self.category_range[:size]).float())
+        return torch.cat(parts, dim=1), num, observed, codes.long()

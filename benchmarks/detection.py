@@ -1,0 +1,745 @@
+"""Detection benchmark: latentwatch's detectors beside classical and PyOD baselines.
+
+Follows the novelty protocol of ``../shared/datasets/README.md`` exactly: for each dataset
+and seed, ``rng = default_rng(seed)`` permutes the normal then the anomalous row indices; the
+first 60% of the normal rows (at most 20,000) train, the rest of them (at most 20,000) plus
+at most 5,000 anomalous rows test. Every detector uses its default settings and gives a score
+per test row, higher = more anomalous; ROC-AUC and average precision are averaged over seeds.
+
+Baselines see the features one-hot encoded (non-numeric columns only, fitted on the train
+rows, unseen categories ignored) and standardized with the train rows' mean and std. The
+latentwatch detectors (``lw-vae``, ``lw-aae``, ``lw-ae``) get the raw feature columns, train
+a bundle through ``training.pipeline.train_bundle`` and are scored through onnxruntime, as a
+user would run them.
+
+Each (detector, dataset, seed) result is cached as JSON, so an interrupted run resumes::
+
+    python benchmarks/detection.py --detectors baselines --jobs 2
+    python benchmarks/detection.py --datasets glass,Wilt --seeds 0 --detectors lw-vae,knn
+
+The report (markdown) is printed and written between ``<!-- detection:start -->`` and
+``<!-- detection:end -->`` in ``--results``; the rest of that file is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import importlib
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE_VERSION = 1
+
+ADBENCH = (
+    "2_annthyroid", "4_breastw", "6_cardio", "7_Cardiotocography", "14_glass",
+    "18_Ionosphere", "20_letter", "21_Lymphography", "23_mammography", "24_mnist",
+    "26_optdigits", "28_pendigits", "29_Pima", "31_satimage-2", "32_shuttle",
+    "38_thyroid", "39_vertebral", "42_WBC", "44_Wilt", "45_wine",
+)  # fmt: skip
+MIXED = ("bank", "solar-flare", "cmc")
+LABEL_COLUMN = "label"
+
+SKLEARN_DETECTORS = ("iforest", "ocsvm", "lof", "knn", "pca")
+PYOD_DETECTORS = ("pyod-vae", "pyod-ae")
+LW_DETECTORS = ("lw-vae", "lw-aae", "lw-ae")
+BASELINES = SKLEARN_DETECTORS + PYOD_DETECTORS
+ALL_DETECTORS = BASELINES + LW_DETECTORS
+LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary score
+ALPHAS = (0.01, 0.05)
+
+TRAIN_SHARE = 0.6
+MAX_TRAIN = 20_000
+MAX_TEST_NORMAL = 20_000
+MAX_TEST_ANOMALOUS = 5_000
+OCSVM_MAX_ROWS = 5_000
+
+MARK_START = "<!-- detection:start -->"
+MARK_END = "<!-- detection:end -->"
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+Record = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Feature columns (label dropped) and labels (1 = anomaly) of one benchmark table."""
+
+    name: str
+    kind: str  # "adbench" or "mixed"
+    frame: pd.DataFrame
+    y: np.ndarray
+
+
+def short_name(stem: str) -> str:
+    """``14_glass`` -> ``glass``; mixed names are kept."""
+    head, _, tail = stem.partition("_")
+    return tail if head.isdigit() and tail else stem
+
+
+def default_data_root() -> Path:
+    """``$LATENTWATCH_DATASETS`` or ``../shared/datasets`` beside the repository."""
+    env = os.environ.get("LATENTWATCH_DATASETS")
+    return Path(env) if env else REPO.parent / "shared" / "datasets"
+
+
+def dataset_path(root: Path, name: str) -> Path:
+    """File of dataset ``name`` (a short name such as ``glass`` or ``bank``)."""
+    if name in MIXED:
+        return root / "mixed" / f"{name}.csv"
+    stems = {short_name(s): s for s in ADBENCH}
+    return root / "adbench" / f"{stems[name]}.npz"
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(root: Path, name: str) -> Dataset:
+    """Load ``name``: ADBench columns as float ``f0..f{d-1}``; mixed columns as they are."""
+    path = dataset_path(root, name)
+    if name in MIXED:
+        table = pd.read_csv(path)
+        y = table.pop(LABEL_COLUMN).to_numpy(dtype=np.int64)
+        return Dataset(name, "mixed", table, y)
+    with np.load(path) as arrays:
+        x = np.asarray(arrays["X"], dtype=np.float64)
+        y = np.asarray(arrays["y"], dtype=np.int64)
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])])
+    return Dataset(name, "adbench", frame, y)
+
+
+def split_indices(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices under the shared protocol (train rows are all normal)."""
+    rng = np.random.default_rng(seed)
+    normal = rng.permutation(np.flatnonzero(y == 0))
+    anomalous = rng.permutation(np.flatnonzero(y == 1))
+    n_train = int(TRAIN_SHARE * len(normal))
+    train = normal[:n_train][:MAX_TRAIN]
+    test = np.concatenate([normal[n_train:][:MAX_TEST_NORMAL], anomalous[:MAX_TEST_ANOMALOUS]])
+    return train, test
+
+
+def baseline_matrices(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot the non-numeric columns (fit on train), then standardize with train mean/std."""
+    from sklearn.preprocessing import OneHotEncoder
+
+    numeric = [c for c in train.columns if pd.api.types.is_numeric_dtype(train[c])]
+    other = [c for c in train.columns if c not in numeric]
+    x_train = [train[numeric].to_numpy(dtype=np.float64)]
+    x_test = [test[numeric].to_numpy(dtype=np.float64)]
+    if other:
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        x_train.append(encoder.fit_transform(train[other].astype(str)))
+        x_test.append(encoder.transform(test[other].astype(str)))
+    a, b = np.hstack(x_train), np.hstack(x_test)
+    mean, std = a.mean(axis=0), a.std(axis=0)
+    std[std == 0] = 1.0
+    return (a - mean) / std, (b - mean) / std
+
+
+# ---------------------------------------------------------------------- baselines
+
+
+def fit_iforest(x: np.ndarray, seed: int) -> Scorer:
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(random_state=seed).fit(x)
+    return lambda t: -model.score_samples(t)
+
+
+def fit_ocsvm(x: np.ndarray, seed: int) -> Scorer:
+    from sklearn.svm import OneClassSVM
+
+    model = OneClassSVM(kernel="rbf", gamma="scale", nu=0.1).fit(x[:OCSVM_MAX_ROWS])
+    return lambda t: -model.score_samples(t)
+
+
+def fit_lof(x: np.ndarray, seed: int) -> Scorer:
+    from sklearn.neighbors import LocalOutlierFactor
+
+    model = LocalOutlierFactor(n_neighbors=20, novelty=True).fit(x)
+    return lambda t: -model.score_samples(t)
+
+
+def fit_knn(x: np.ndarray, seed: int) -> Scorer:
+    """Mean distance to the 5 nearest training rows."""
+    from sklearn.neighbors import NearestNeighbors
+
+    model = NearestNeighbors(n_neighbors=5).fit(x)
+    return lambda t: model.kneighbors(t)[0].mean(axis=1)
+
+
+def fit_pca(x: np.ndarray, seed: int) -> Scorer:
+    """Squared reconstruction error from the components keeping 95% of the variance."""
+    from sklearn.decomposition import PCA
+
+    model = PCA(n_components=0.95, svd_solver="full").fit(x)
+    return lambda t: np.square(t - model.inverse_transform(model.transform(t))).sum(axis=1)
+
+
+def torch_setup(seed: int) -> None:
+    """One torch thread per process, and a seeded global generator."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+
+
+def fit_pyod(name: str, x: np.ndarray, seed: int) -> Scorer:
+    """PyOD's ``VAE`` or ``AutoEncoder`` with its defaults (verbose off, seeded)."""
+    torch_setup(seed)
+    if name == "pyod-vae":
+        from pyod.models.vae import VAE as Model
+    else:
+        from pyod.models.auto_encoder import AutoEncoder as Model
+    model = Model(random_state=seed, verbose=0).fit(x.astype(np.float32))
+    return lambda t: model.decision_function(t.astype(np.float32))
+
+
+BASELINE_FITS: dict[str, Callable[[np.ndarray, int], Scorer]] = {
+    "iforest": fit_iforest,
+    "ocsvm": fit_ocsvm,
+    "lof": fit_lof,
+    "knn": fit_knn,
+    "pca": fit_pca,
+    "pyod-vae": functools.partial(fit_pyod, "pyod-vae"),
+    "pyod-ae": functools.partial(fit_pyod, "pyod-ae"),
+}
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+def detection_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC-AUC and average precision of ``scores`` (higher = more anomalous)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(scores)):
+        msg = f"{int((~np.isfinite(scores)).sum())} of {scores.size} scores are not finite"
+        raise ValueError(msg)
+    return {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "ap": float(average_precision_score(y, scores)),
+    }
+
+
+def run_baseline(detector: str, ds: Dataset, seed: int) -> Record:
+    """Fit ``detector`` on the train rows of ``ds`` and score its test rows."""
+    train, test = split_indices(ds.y, seed)
+    x_train, x_test = baseline_matrices(ds.frame.iloc[train], ds.frame.iloc[test])
+    start = time.perf_counter()
+    scorer = BASELINE_FITS[detector](x_train, seed)
+    fitted = time.perf_counter()
+    scores = scorer(x_test)
+    done = time.perf_counter()
+    record = detection_metrics(ds.y[test], scores)
+    record |= {"fit_seconds": fitted - start, "score_seconds": done - fitted}
+    return record
+
+
+# -------------------------------------------------------------------- latentwatch
+
+
+def ensure_repo_importable() -> None:
+    """Make ``training`` and ``service`` importable when run as ``python benchmarks/...``."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+def latentwatch_available() -> bool:
+    """Whether the trainer (``training.pipeline``) and the scorer import."""
+    ensure_repo_importable()
+    try:
+        for module in ("training.pipeline", "service.scorer", "service.features"):
+            importlib.import_module(module)
+    except ImportError as err:
+        print(f"latentwatch not importable: {err}", file=sys.stderr)
+        return False
+    return True
+
+
+def lw_scores(bundle_dir: Path, test: pd.DataFrame) -> tuple[Any, str]:
+    """Score ``test`` with the bundle through onnxruntime (CPU, one thread)."""
+    from service.features import encode_frame
+    from service.scorer import Scorer as BundleScorer
+
+    scorer = BundleScorer.open(bundle_dir, device="cpu", intra_op_threads=1)
+    try:
+        scores = scorer.score(encode_frame(test, scorer.manifest.features).x)
+        return scores, scorer.manifest.primary_score
+    finally:
+        close = getattr(scorer, "close", None)
+        if callable(close):
+            close()
+
+
+def lw_record(y: np.ndarray, scores: Any, primary: str) -> Record:
+    """Metrics of the primary score, of each score alone, and FPR of ``p_value < alpha``."""
+    record = detection_metrics(y, scores.primary)
+    record["primary_score"] = primary
+    record["scores"] = {name: detection_metrics(y, getattr(scores, name)) for name in LW_SCORES}
+    p_normal = np.asarray(scores.p_value, dtype=np.float64)[y == 0]
+    record["fpr"] = {str(a): float(np.mean(p_normal < a)) for a in ALPHAS}
+    return record
+
+
+def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
+    """Train a bundle with the model's defaults on the raw train columns; score the test rows."""
+    ensure_repo_importable()
+    from training.pipeline import train_bundle
+
+    torch_setup(seed)
+    train, test = split_indices(ds.y, seed)
+    model = detector.removeprefix("lw-")
+    with tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp:
+        start = time.perf_counter()
+        result = train_bundle(
+            ds.frame.iloc[train].reset_index(drop=True), Path(tmp) / "bundle",
+            model=model, seed=seed, quiet=True,
+        )  # fmt: skip
+        trained = time.perf_counter()
+        scores, primary = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
+        done = time.perf_counter()
+    record = lw_record(ds.y[test], scores, primary)
+    record |= {
+        "fit_seconds": float(result.seconds),
+        "train_wall_seconds": trained - start,
+        "score_seconds": done - trained,
+    }
+    return record
+
+
+# -------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """One (detector, dataset, seed) measurement."""
+
+    detector: str
+    dataset: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.detector}__{self.dataset}__seed{self.seed}"
+
+
+def run_task(task: Task, root: Path) -> Record:
+    """Run ``task``; a failure comes back as a record with ``error`` (never cached)."""
+    base = {"detector": task.detector, "dataset": task.dataset, "seed": task.seed}
+    try:
+        ds = load_dataset(root, task.dataset)
+        run = run_latentwatch if task.detector in LW_DETECTORS else run_baseline
+        record = run(task.detector, ds, task.seed)
+    except Exception:
+        return base | {"error": traceback.format_exc()}
+    train, test = split_indices(ds.y, task.seed)
+    return (
+        base
+        | record
+        | {
+            "kind": ds.kind,
+            "n_train": int(train.size),
+            "n_test": int(test.size),
+            "n_test_anomalous": int(ds.y[test].sum()),
+            "cache_version": CACHE_VERSION,
+            "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+    )
+
+
+def limit_threads() -> None:
+    """One BLAS/OpenMP thread (and one torch thread) in this process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def read_cached(cache: Path, task: Task) -> Record | None:
+    """The cached record of ``task``, or None if absent, unreadable or from an older format."""
+    path = cache / f"{task.key}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("cache_version") == CACHE_VERSION else None
+
+
+def write_cached(cache: Path, record: Record) -> None:
+    """Write ``record`` atomically; the cache folder ignores itself in git."""
+    cache.mkdir(parents=True, exist_ok=True)
+    ignore = cache / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    task = Task(record["detector"], record["dataset"], record["seed"])
+    tmp = cache / f".{task.key}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(cache / f"{task.key}.json")
+
+
+def task_cost(task: Task, root: Path) -> float:
+    """Rough relative cost, to start the slow tasks first."""
+    ds = load_dataset(root, task.dataset)
+    weight = 20.0 if task.detector in LW_DETECTORS + PYOD_DETECTORS else 1.0
+    return weight * len(ds.y) * (ds.frame.shape[1] + 10)
+
+
+def progress(items: Iterable[Any], total: int) -> Iterable[Any]:
+    """tqdm if installed, else a plain counter on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _plain_progress(items, total)
+    return tqdm(items, total=total, desc="detection", unit="task")
+
+
+def _plain_progress(items: Iterable[Any], total: int) -> Iterable[Any]:
+    for i, item in enumerate(items, 1):
+        print(f"[{i}/{total}]", file=sys.stderr, flush=True)
+        yield item
+
+
+def execute(tasks: Sequence[Task], root: Path, cache: Path, jobs: int) -> list[Record]:
+    """Run ``tasks`` (in ``jobs`` processes when > 1), caching each success as it lands."""
+    tasks = sorted(tasks, key=lambda t: -task_cost(t, root))
+    failures: list[Record] = []
+    if jobs <= 1:
+        limit_threads()
+        done: Iterable[Record] = (run_task(t, root) for t in tasks)
+        return _collect(progress(done, len(tasks)), cache, failures)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"  # read by the spawned workers when numpy loads
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=limit_threads) as pool:
+        futures = [pool.submit(run_task, t, root) for t in tasks]
+        done = (f.result() for f in as_completed(futures))
+        return _collect(progress(done, len(tasks)), cache, failures)
+
+
+def _collect(records: Iterable[Record], cache: Path, failures: list[Record]) -> list[Record]:
+    for record in records:
+        if "error" in record:
+            failures.append(record)
+            name = f"{record['detector']} on {record['dataset']} seed {record['seed']}"
+            print(f"\nFAILED {name}:\n{record['error']}", file=sys.stderr, flush=True)
+        else:
+            write_cached(cache, record)
+    return failures
+
+
+# ------------------------------------------------------------------------- report
+
+
+def result_rows(records: Iterable[Record]) -> pd.DataFrame:
+    """One row per (detector or detector[score], dataset, seed) with its metrics."""
+    rows = []
+    for r in records:
+        base = {k: r[k] for k in ("dataset", "kind", "seed", "fit_seconds", "score_seconds")}
+        fpr = {f"fpr_{a}": r.get("fpr", {}).get(str(a), np.nan) for a in ALPHAS}
+        metrics = {"roc_auc": r["roc_auc"], "ap": r["ap"]}
+        rows.append(base | fpr | metrics | {"detector": r["detector"]})
+        for name, m in r.get("scores", {}).items():
+            rows.append(base | {"detector": f"{r['detector']}[{name}]"} | m)
+    return pd.DataFrame(rows)
+
+
+def is_ranked(detector: str) -> bool:
+    """Score variants such as ``lw-vae[recon_error]`` are shown but not ranked."""
+    return "[" not in detector
+
+
+def ordered_columns(detectors: Iterable[str], order: Sequence[str]) -> list[str]:
+    """Requested detectors first, in order, each followed by its score variants."""
+    present = set(detectors)
+    out = []
+    for d in order:
+        out += [c for c in [d] + [f"{d}[{s}]" for s in LW_SCORES] if c in present]
+    return out
+
+
+def per_dataset(rows: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.DataFrame:
+    """Datasets x detectors table of ``metric``, mean over seeds."""
+    table = rows.pivot_table(index="dataset", columns="detector", values=metric, aggfunc="mean")
+    datasets = [d for d in dict.fromkeys(rows["dataset"]) if d in table.index]
+    return table.loc[datasets, ordered_columns(table.columns, order)]
+
+
+def mean_ranks(table: pd.DataFrame) -> pd.Series:
+    """Mean over datasets of each ranked detector's rank (1 = best, ties averaged)."""
+    ranked = table[[c for c in table.columns if is_ranked(c)]]
+    return ranked.rank(axis=1, ascending=False, method="average").mean(axis=0)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def metric_table(table: pd.DataFrame, with_summary: bool) -> list[str]:
+    """Per-dataset table (best ranked detector in bold) plus mean and mean-rank rows."""
+    ranked = [c for c in table.columns if is_ranked(c)]
+    body = []
+    for dataset, row in table.iterrows():
+        best = row[ranked].max()
+        cells = [f"**{fmt(v)}**" if c in ranked and v == best else fmt(v) for c, v in row.items()]
+        body.append([str(dataset), *cells])
+    if with_summary:
+        ranks = mean_ranks(table)
+        body.append(["**mean**", *(fmt(v) for v in table.mean(axis=0))])
+        body.append(["**mean rank**", *(fmt(ranks.get(c, np.nan), 2) for c in table.columns)])
+    return markdown_table(["dataset", *table.columns], body)
+
+
+def summary_table(rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """Per detector: mean ROC-AUC, mean AP, mean rank, datasets covered, seconds."""
+    roc = per_dataset(rows, "roc_auc", order)
+    ap = per_dataset(rows, "ap", order)
+    ranks = mean_ranks(roc)
+    seconds = rows.groupby("detector")[["fit_seconds", "score_seconds"]].mean()
+    body = []
+    for d in sorted(roc.columns, key=lambda c: (not is_ranked(c), ranks.get(c, 0.0))):
+        fit_s, score_s = seconds.loc[d] if is_ranked(d) else (np.nan, np.nan)
+        body.append([
+            d, fmt(roc[d].mean()), fmt(ap[d].mean()), fmt(ranks.get(d, np.nan), 2),
+            str(int(roc[d].notna().sum())), fmt(fit_s, 2), fmt(score_s, 2),
+        ])  # fmt: skip
+    header = ["detector", "mean ROC-AUC", "mean AP", "mean rank", "datasets", "fit s", "score s"]
+    return markdown_table(header, body)
+
+
+def score_comparison(roc: pd.DataFrame, model: str) -> str:
+    """Which of neg_elbo / recon_error ranks better for ``model``, and by how much."""
+    a, b = (f"{model}[{s}]" for s in LW_SCORES)
+    if a not in roc.columns or b not in roc.columns:
+        return "–"
+    diff = (roc[a] - roc[b]).dropna()
+    if diff.empty:
+        return "–"
+    better, worse = LW_SCORES if diff.mean() >= 0 else LW_SCORES[::-1]
+    wins = int((diff > 0).sum()) if better == LW_SCORES[0] else int((diff < 0).sum())
+    return f"{better} by {abs(diff.mean()):.3f} (wins {wins}/{diff.size} datasets over {worse})"
+
+
+def lw_table(rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """latentwatch detectors: seconds, FPR at each alpha, and the better of the two scores."""
+    models = [d for d in LW_DETECTORS if d in set(rows["detector"])]
+    if not models:
+        return []
+    roc = per_dataset(rows, "roc_auc", order)
+    by_model = rows[rows["detector"].isin(models)]
+    by_dataset = by_model.groupby(["detector", "dataset"]).mean(numeric_only=True)
+    means = by_dataset.groupby("detector").mean()
+    body = []
+    for m in models:
+        fpr = [fmt(means.loc[m, f"fpr_{a}"]) for a in ALPHAS]
+        secs = [fmt(means.loc[m, "fit_seconds"], 1), fmt(means.loc[m, "score_seconds"], 2)]
+        body.append([m, *secs, *fpr, score_comparison(roc, m)])
+    header = ["detector", "mean fit s", "mean score s"]
+    header += [f"FPR at alpha {a}" for a in ALPHAS] + ["better score (mean ROC-AUC difference)"]
+    return markdown_table(header, body)
+
+
+def collection_section(title: str, rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """Summary, per-dataset ROC-AUC and AP, and the latentwatch table of one collection."""
+    if rows.empty:
+        return []
+    out = [f"### {title}", "", *summary_table(rows, order), ""]
+    for metric, label in (("roc_auc", "ROC-AUC"), ("ap", "Average precision")):
+        out += [f"#### {label} per dataset (mean over seeds)", ""]
+        out += [*metric_table(per_dataset(rows, metric, order), with_summary=True), ""]
+    lw = lw_table(rows, order)
+    if lw:
+        out += ["#### latentwatch: fit time, false-positive rate of p < alpha on test normals "
+                "(mean over datasets), and neg_elbo vs recon_error", "", *lw, ""]  # fmt: skip
+    return out
+
+
+def package_versions() -> str:
+    names = ("numpy", "scikit-learn", "pyod", "torch", "onnxruntime-gpu", "onnxruntime")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cores} cores ({cpu}), {platform.system()}, Python {platform.python_version()}"
+
+
+def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
+    """The markdown section for RESULTS.md (markers included)."""
+    rows = result_rows(records)
+    out = [MARK_START, "## Detection (novelty protocol, ../shared/datasets/README.md)", ""]
+    out += [
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']}; machine: {machine()}; jobs: {meta['jobs']}",
+        f"- packages: {package_versions()}",
+        f"- seeds: {meta['seeds']}; one thread per task; ROC-AUC/AP averaged over seeds, "
+        "then over datasets; mean rank over the ranked detectors per dataset (1 = best); "
+        "`detector[score]` rows are the lw models' single scores, not ranked",
+        "",
+    ]
+    if meta.get("missing"):
+        out += [f"- **incomplete**: {meta['missing']} task(s) missing or failed", ""]
+    if not rows.empty:
+        order = meta["detectors"]
+        for kind, title in (("adbench", "ADBench"), ("mixed", "Mixed-type tables")):
+            part = rows[rows["kind"] == kind]
+            title = f"{title} ({part['dataset'].nunique()} datasets)"
+            out += collection_section(title, part, order)
+    return "\n".join([*out, MARK_END]) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the marked section of ``path`` (create the file, or append, if needed)."""
+    text = path.read_text() if path.exists() else "# latentwatch benchmark results\n\n"
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start >= 0 and end > start:
+        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_list(value: str, known: Sequence[str], aliases: dict[str, Sequence[str]]) -> list[str]:
+    """Comma list of names (case-insensitive) or aliases, checked against ``known``."""
+    lookup = {k.lower(): k for k in known}
+    out: list[str] = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        key = item.lower()
+        names = aliases.get(key) or [lookup.get(key) or lookup.get(short_name(key), "")]
+        if not all(names):
+            msg = f"unknown name {item!r}; choose from {', '.join(known)} or {', '.join(aliases)}"
+            raise argparse.ArgumentTypeError(msg)
+        out += [n for n in names if n not in out]
+    return out
+
+
+def dataset_list(value: str) -> list[str]:
+    adbench = [short_name(s) for s in ADBENCH]
+    aliases = {"all": adbench + list(MIXED), "adbench": adbench, "mixed": list(MIXED)}
+    return parse_list(value, adbench + list(MIXED), aliases)
+
+
+def detector_list(value: str) -> list[str]:
+    aliases = {
+        "all": ALL_DETECTORS, "baselines": BASELINES, "sklearn": SKLEARN_DETECTORS,
+        "pyod": PYOD_DETECTORS, "lw": LW_DETECTORS,
+    }  # fmt: skip
+    return parse_list(value, ALL_DETECTORS, aliases)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--datasets",
+        type=dataset_list,
+        default=dataset_list("all"),
+        help="comma list of short names (glass, Wilt, bank), or all/adbench/mixed",
+    )
+    p.add_argument("--seeds", type=lambda v: [int(s) for s in v.split(",")], default=[0, 1, 2])
+    p.add_argument(
+        "--detectors",
+        type=detector_list,
+        default=list(ALL_DETECTORS),
+        help=f"comma list of {', '.join(ALL_DETECTORS)}, or all/baselines/pyod/lw",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes (1 thread each)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding adbench/ and mixed/ (default $LATENTWATCH_DATASETS "
+        "or ../shared/datasets beside the repository)",
+    )
+    p.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "detection")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    p.add_argument("--refresh", action="store_true", help="recompute even cached tasks")
+    p.add_argument("--no-write", action="store_true", help="print the report only")
+    return p.parse_args(argv)  # fmt: skip
+
+
+def plan(args: argparse.Namespace) -> tuple[list[Task], list[Task]]:
+    """All requested tasks, and those to run (not cached; lw ones only if lw imports)."""
+    detectors, datasets, seeds = args.detectors, args.datasets, args.seeds
+    tasks = [Task(d, ds, s) for d in detectors for ds in datasets for s in seeds]
+    pending = [t for t in tasks if args.refresh or read_cached(args.cache, t) is None]
+    if any(t.detector in LW_DETECTORS for t in pending) and not latentwatch_available():
+        print("skipping the lw detectors' uncached tasks", file=sys.stderr)
+        pending = [t for t in pending if t.detector not in LW_DETECTORS]
+    return tasks, pending
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; 1 if any task failed."""
+    args = parse_args(argv)
+    root = (args.data_root or default_data_root()).resolve()
+    tasks, pending = plan(args)
+    print(
+        f"{len(tasks)} tasks, {len(pending)} to run on {args.jobs} process(es); data {root}",
+        file=sys.stderr,
+    )
+    failures = execute(pending, root, args.cache, args.jobs) if pending else []
+    records = [r for t in tasks if (r := read_cached(args.cache, t)) is not None]
+    meta = {
+        "command": shlex.join(["python", "benchmarks/detection.py", *sys.argv[1:]]),
+        "date": dt.date.today().isoformat(),
+        "jobs": args.jobs,
+        "seeds": ",".join(map(str, args.seeds)),
+        "detectors": list(args.detectors),
+        "missing": len(tasks) - len(records),
+    }
+    section = render_report(records, meta)
+    print(section)
+    if not args.no_write:
+        write_section(args.results, section)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,8 @@ from typing import Any
 
 from service.errors import ConfigError
 
-MODEL_TYPES = ("vae", "aae", "ae")
+MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
+KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up from 0
 DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 
@@ -24,7 +25,7 @@ SCORES = ("auto", "neg_elbo", "recon_error")
 class TrainSettings:
     """Every knob of a training run. ``None`` means "derived from the data"."""
 
-    model: str = "vae"  # vae | aae | ae
+    model: str = "vae"  # vae | aae | ae | vaegan | hvae
     seed: int = 0  # seeds weights, splits, batches and the graph's fixed draws
     device: str = "auto"  # auto uses CUDA when present
     threads: int = 1  # CPU threads for torch: these small MLPs train fastest on one
@@ -106,6 +107,9 @@ def _check_ranges(s: TrainSettings) -> None:
         if not ok:
             msg = f"setting {key!r}: {getattr(s, key)!r} must be {expected}"
             raise ConfigError(msg)
+    if s.model == "hvae" and s.latent_dim is not None and s.latent_dim < 2:
+        msg = f"setting 'latent_dim': {s.latent_dim} must be at least 2 for --model hvae (one per latent group)"
+        raise ConfigError(msg)
     if s.denoise > 0 and s.model != "ae":
         msg = f"setting 'denoise' applies to --model ae only (model is {s.model!r})"
         raise ConfigError(msg)
@@ -161,7 +165,7 @@ def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs:
     warmup = settings.warmup_steps
     if warmup is None:
         warmup = max(500, 20 * steps_per_epoch)
-    if settings.model != "vae":
+    if settings.model not in KL_MODELS:
         warmup = 0 if settings.warmup_steps is None else warmup
     return Resolved(
         hidden=settings.hidden or min(256, max(32, 2 * n_inputs)),

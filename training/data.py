@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-ANOMALY_LABELS = {"1", "true", "yes", "anomaly", "anomalous", "outlier", "abnormal"}
-NORMAL_LABELS = {"0", "false", "no", "normal", "inlier"}
+ANOMALOUS_LABELS = frozenset({"1", "true", "yes", "anomaly", "anomalous", "outlier", "abnormal"})
+NORMAL_LABELS = frozenset({"0", "false", "no", "normal", "inlier"})
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -78,22 +78,48 @@ def _read_parquet_folder(path: Path) -> pd.DataFrame:
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
 
 
-def parse_labels(column: pd.Series, name: str, source: str) -> np.ndarray:
-    """A label column as booleans (True = anomalous).
+def parse_labels(frame: pd.DataFrame, label_column: str, source: str) -> np.ndarray:
+    """``(n_rows,)`` bool, True for anomalous rows.
 
-    Accepts 1/0, booleans and the words in ``ANOMALY_LABELS`` / ``NORMAL_LABELS``.
+    Anomalous: 1, True, ``"1"``, ``"true"``, ``"anomaly"``, ``"outlier"``, ``"yes"``;
+    normal: 0, False, ``"0"``, ``"false"``, ``"normal"``, ``"no"``, ``"inlier"``
+    (words compared case-insensitively).
+
+    Raises:
+        DataError: the column is missing, or a value (or a missing value) is neither.
     """
-    text = column.map(lambda v: str(v).strip().lower(), na_action="ignore")
-    text = text.replace({"1.0": "1", "0.0": "0"})
-    bad = text.isna() | ~text.isin(ANOMALY_LABELS | NORMAL_LABELS)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        msg = (
-            f"{source}: label column {name!r}, row {row}: {column.iloc[row]!r} is not a label "
-            f"(use 1/0, true/false, anomaly/normal)"
-        )
+    if label_column not in frame.columns:
+        msg = f"{source}: no label column {label_column!r}; the columns are {[str(c) for c in frame.columns]}"
         raise DataError(msg)
-    return text.isin(ANOMALY_LABELS).to_numpy()
+    codes, uniques = pd.factorize(frame[label_column], use_na_sentinel=True)
+    if (codes < 0).any():
+        row = int(np.flatnonzero(codes < 0)[0])
+        msg = f"{source}: row {row}, label column {label_column!r}: the label is missing"
+        raise DataError(msg)
+    verdicts = np.empty(len(uniques), dtype=bool)
+    for i, value in enumerate(uniques):
+        key = _label_key(value)
+        if key not in ANOMALOUS_LABELS and key not in NORMAL_LABELS:
+            row = int(np.flatnonzero(codes == i)[0])
+            msg = (
+                f"{source}: row {row}, label column {label_column!r}: {value!r} is neither "
+                f"anomalous ({sorted(ANOMALOUS_LABELS)}) nor normal ({sorted(NORMAL_LABELS)})"
+            )
+            raise DataError(msg)
+        verdicts[i] = key in ANOMALOUS_LABELS
+    return verdicts[codes]
+
+
+def _label_key(value: object) -> str | None:
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if np.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, str):
+        return value.strip().lower()
+    return None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from service.errors import DataError
 from service.scorer import Scorer
+from training.data import parse_labels
 
-ANOMALOUS_LABELS = frozenset({"1", "true", "anomaly", "outlier", "yes"})
-NORMAL_LABELS = frozenset({"0", "false", "normal", "no", "inlier"})
 TOP_ANOMALIES = 10
 
 
@@ -76,7 +75,7 @@ def evaluate_bundle(
         bundle_dir: a bundle directory (verified on load).
         frame: rows holding the bundle's feature columns and ``label_column``.
         label_column: 1/0, True/False or words (``anomaly``/``normal``, ...; see
-            :func:`parse_labels`).
+            :func:`training.data.parse_labels`).
         source: the data's name (a path) for error messages.
         device: onnxruntime device, as in :meth:`Scorer.open`.
         top: how many of the highest-scoring rows to list.
@@ -116,50 +115,6 @@ def evaluate_bundle(
         top_anomalies=_top_anomalies(frame, scored, y_true, scorer, top),
         notes=notes,
     )
-
-
-def parse_labels(frame: pd.DataFrame, label_column: str, source: str) -> np.ndarray:
-    """``(n_rows,)`` bool, True for anomalous rows.
-
-    Anomalous: 1, True, ``"1"``, ``"true"``, ``"anomaly"``, ``"outlier"``, ``"yes"``;
-    normal: 0, False, ``"0"``, ``"false"``, ``"normal"``, ``"no"``, ``"inlier"``
-    (words compared case-insensitively).
-
-    Raises:
-        DataError: the column is missing, or a value (or a missing value) is neither.
-    """
-    if label_column not in frame.columns:
-        msg = f"{source}: no label column {label_column!r}; the columns are {[str(c) for c in frame.columns]}"
-        raise DataError(msg)
-    codes, uniques = pd.factorize(frame[label_column], use_na_sentinel=True)
-    if (codes < 0).any():
-        row = int(np.flatnonzero(codes < 0)[0])
-        msg = f"{source}: row {row}, label column {label_column!r}: the label is missing"
-        raise DataError(msg)
-    verdicts = np.empty(len(uniques), dtype=bool)
-    for i, value in enumerate(uniques):
-        key = _label_key(value)
-        if key not in ANOMALOUS_LABELS and key not in NORMAL_LABELS:
-            row = int(np.flatnonzero(codes == i)[0])
-            msg = (
-                f"{source}: row {row}, label column {label_column!r}: {value!r} is neither "
-                f"anomalous ({sorted(ANOMALOUS_LABELS)}) nor normal ({sorted(NORMAL_LABELS)})"
-            )
-            raise DataError(msg)
-        verdicts[i] = key in ANOMALOUS_LABELS
-    return verdicts[codes]
-
-
-def _label_key(value: object) -> str | None:
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return str(int(value)) if np.isfinite(value) and float(value).is_integer() else None
-    if isinstance(value, str):
-        return value.strip().lower()
-    return None
 
 
 def _ranking(y_true: np.ndarray, y_score: np.ndarray, notes: list[str]) -> tuple[float | None, float | None]:

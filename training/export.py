@@ -31,6 +31,11 @@ class ScoringGraph(nn.Module):
         self.model = model
         self.register_buffer("eps", eps)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The contract's outputs, then the model's extra scores (e.g. vaegan's ``disc_feature_error``)."""
+        return OUTPUT_NAMES + tuple(getattr(self.model, "extra_outputs", {}))
+
     def preprocess(self, x: torch.Tensor) -> Batch:
         return Batch(*self.preprocessor(x))
 
@@ -64,6 +69,7 @@ class ScoringGraph(nn.Module):
             scores["feature_scores"],
             expected,
             scores["latent"],
+            *(scores[name] for name in self.output_names[len(OUTPUT_NAMES) :]),
         )
 
 
@@ -73,7 +79,7 @@ def export_onnx(graph: ScoringGraph, n_features: int, path: Path) -> None:
 
     graph = graph.cpu().eval()
     example = torch.zeros(2, n_features)
-    dynamic = {INPUT_NAME: {0: "rows"}, **{name: {0: "rows"} for name in OUTPUT_NAMES}}
+    dynamic = {INPUT_NAME: {0: "rows"}, **{name: {0: "rows"} for name in graph.output_names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -81,7 +87,7 @@ def export_onnx(graph: ScoringGraph, n_features: int, path: Path) -> None:
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(graph.output_names),
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
@@ -92,7 +98,7 @@ def export_onnx(graph: ScoringGraph, n_features: int, path: Path) -> None:
 @torch.no_grad()
 def torch_outputs(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     outputs = graph.cpu().eval()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs, strict=True)}
+    return {name: value.numpy() for name, value in zip(graph.output_names, outputs, strict=True)}
 
 
 def parity_error(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
@@ -101,9 +107,10 @@ def parity_error(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray])
     Each value is compared relative to the larger of itself, 1, and its column's median
     magnitude: ``expected`` in raw units can be a small difference of large terms
     (``mean * scale + center``), whose float32 rounding is relative to those terms.
+    Every output named in ``expected`` is compared.
     """
     worst = 0.0
-    for name in OUTPUT_NAMES:
+    for name in expected:
         a, b = expected[name].astype(np.float64), actual[name].astype(np.float64)
         if a.size == 0:
             continue

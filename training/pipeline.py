@@ -26,6 +26,7 @@ import torch
 from service.bundle import (
     MANIFEST_FILE,
     ONNX_FILE,
+    SCORE_DESCRIPTIONS,
     Calibration,
     Feature,
     Manifest,
@@ -37,6 +38,7 @@ from service.features import encode_frame
 from training import data as data_mod
 from training.config import TrainSettings, make_settings, resolve
 from training.export import PARITY_RTOL, ScoringGraph, export_onnx, parity_error, torch_outputs
+from training.generative import add_decoder, write_fidelity_report
 from training.loop import FitResult, fit
 from training.models import Architecture, Batch, build_model
 from training.preprocess import Preprocessor, fit_features
@@ -143,7 +145,7 @@ def train_bundle(
     )
     anomalous = np.zeros(len(frame), dtype=bool)
     if label_column is not None:
-        anomalous = data_mod.parse_labels(frame[label_column], label_column, source)
+        anomalous = data_mod.parse_labels(frame, label_column, source)
     normal = frame.loc[~anomalous].reset_index(drop=True)
     if len(normal) < 10:
         msg = f"{source}: only {len(normal)} normal rows; at least 10 are needed to train"
@@ -240,12 +242,16 @@ def _train_and_write(
             "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
         },
         training=_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
+        scores={**SCORE_DESCRIPTIONS, **getattr(net, "extra_outputs", {})},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latentwatch_version=_version(),
     )
+    holdout_latent = session.run(["latent"], {"x": x_normal[holdout_idx][:512]})[0]
+    manifest, synthetic = add_decoder(staging, pre, net, manifest, holdout_latent, x_normal[train_idx], settings.seed)
     write_manifest(staging, manifest)
     if settings.report:
         _write_report(staging, graph, session, manifest, fit_result, x_normal[holdout_idx], anomalies)
+        write_fidelity_report(staging / "report", synthetic, manifest.features)
     return manifest, fit_result, graph
 
 

@@ -18,6 +18,9 @@
   in two dimensions: the coordinates themselves when the latent space has two, the first two
   principal components of the validation latents (numpy SVD) when it has more, and the single
   coordinate against zero when it has one.
+- ``synthetic_vs_training.png`` (by :func:`write_synthetic_comparison`, after training): the
+  columns where rows sampled from the model differ most from the training rows, with a table
+  of every column's distance in ``index.html``.
 - ``index.html``: one self-contained page (inline CSS, relative image links) with the title,
   a summary table and the figures with captions.
 
@@ -40,6 +43,8 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from training.fidelity import ColumnFidelity
 
 INDEX_FILE = "index.html"
 CURVES_FILE = "training_curves.png"
@@ -503,3 +508,111 @@ def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+# --- synthetic rows vs training rows --------------------------------------------------------
+
+SYNTHETIC_FILE = "synthetic_vs_training.png"
+_SYNTHETIC_COLOR = "#ff7f0e"
+_MAX_BARS = 12
+_SYNTHETIC_CAPTION = (
+    "The columns where rows sampled from the model (prior, then decoder) differ most from the "
+    "training rows: histograms for numeric columns (title: Kolmogorov-Smirnov distance), category "
+    "frequencies for categorical ones (title: total-variation distance). 0 = the same "
+    "distribution, 1 = disjoint."
+)
+
+
+def write_synthetic_comparison(
+    directory: Path,
+    columns: Sequence[ColumnFidelity],
+    training_values: Mapping[str, np.ndarray],
+    synthetic_values: Mapping[str, np.ndarray],
+    *,
+    worst: int = 6,
+) -> Path:
+    """Plot the ``worst`` columns of a synthetic-vs-training comparison and link it from ``index.html``.
+
+    ``columns`` come from ``training.fidelity.compare_columns`` (distance in [0, 1], higher =
+    further apart); ``training_values`` / ``synthetic_values`` map each numeric column's name
+    to its raw values ``(n_rows,)`` (NaN ignored). Writes ``synthetic_vs_training.png`` and
+    adds a section (distance table + figure) to ``index.html`` before its end, replacing an
+    earlier one; writes a page of its own when ``index.html`` is missing. Returns the page.
+    """
+    from training.fidelity import worst_first
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ranked = worst_first(columns)
+    _save(_synthetic_figure(ranked[: max(1, worst)], training_values, synthetic_values), directory / SYNTHETIC_FILE)
+    esc = html.escape
+    rows = "\n".join(
+        f"<tr><td>{esc(c.name)}</td><td>{esc(c.kind)}</td><td>{esc(c.metric)}</td>"
+        f'<td class="value">{_format(c.distance)}</td></tr>'
+        for c in ranked
+    )
+    section = (
+        f"{_SECTION_START}\n<h2>Synthetic rows vs training rows</h2>\n<table>\n"
+        "<tr><th>column</th><th>kind</th><th>metric</th><th>distance</th></tr>\n"
+        f"{rows}\n</table>\n"
+        f'<figure><img src="{SYNTHETIC_FILE}" alt="{SYNTHETIC_FILE}">'
+        f"<figcaption>{esc(_SYNTHETIC_CAPTION)}</figcaption></figure>\n{_SECTION_END}\n"
+    )
+    index = directory / INDEX_FILE
+    page = index.read_text(encoding="utf-8") if index.is_file() else _page("latentwatch model report", [], [])
+    if _SECTION_START in page:
+        page = page[: page.index(_SECTION_START)] + page[page.index(_SECTION_END) + len(_SECTION_END) + 1 :]
+    page = page.replace("</body>", section + "</body>", 1)
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+_SECTION_START = "<!-- synthetic:start -->"
+_SECTION_END = "<!-- synthetic:end -->"
+
+
+def _synthetic_figure(
+    columns: Sequence[ColumnFidelity],
+    training_values: Mapping[str, np.ndarray],
+    synthetic_values: Mapping[str, np.ndarray],
+) -> Figure:
+    n_cols = 2 if len(columns) > 1 else 1
+    n_rows = -(-len(columns) // n_cols)
+    figure = _new_figure(5.0 * n_cols, 3.0 * n_rows + 0.3)
+    for i, column in enumerate(columns):
+        ax = figure.add_subplot(n_rows, n_cols, i + 1)
+        ax.set_title(f"{column.name}: {column.metric} {column.distance:.3f}", fontsize="medium")
+        if column.kind == "categorical":
+            _category_bars(ax, column)
+        else:
+            _overlaid_histograms(ax, training_values.get(column.name), synthetic_values.get(column.name))
+    return figure
+
+
+def _overlaid_histograms(ax: Axes, real: np.ndarray | None, fake: np.ndarray | None) -> None:
+    real, fake = _finite(real if real is not None else []), _finite(fake if fake is not None else [])
+    both = np.concatenate([real, fake])
+    if both.size == 0:
+        _empty(ax, "no values")
+        return
+    low, high = np.quantile(both, [0.001, 0.999])
+    count = int(np.clip(np.sqrt(min(real.size, fake.size) or both.size), 10, 40))
+    bins = np.linspace(low, high, count + 1) if high > low else _bins(both, log_x=False)
+    ax.hist(real, bins=bins, density=True, alpha=0.55, color=_NORMAL_COLOR, label=f"training (n={real.size})")
+    ax.hist(fake, bins=bins, density=True, alpha=0.55, color=_SYNTHETIC_COLOR, label=f"synthetic (n={fake.size})")
+    ax.set_ylabel("density")
+    ax.legend(loc="best", fontsize="small")
+
+
+def _category_bars(ax: Axes, column: ColumnFidelity) -> None:
+    real, fake = column.training or {}, column.synthetic or {}
+    labels = sorted(real, key=lambda k: -max(real.get(k, 0.0), fake.get(k, 0.0)))[:_MAX_BARS]
+    if not labels:
+        _empty(ax, "no categories")
+        return
+    where = np.arange(len(labels))
+    ax.bar(where - 0.2, [real.get(k, 0.0) for k in labels], width=0.4, color=_NORMAL_COLOR, label="training")
+    ax.bar(where + 0.2, [fake.get(k, 0.0) for k in labels], width=0.4, color=_SYNTHETIC_COLOR, label="synthetic")
+    ax.set_xticks(where, [k if len(k) <= 12 else k[:11] + "…" for k in labels], rotation=30, ha="right")
+    ax.set_ylabel("share of rows")
+    ax.legend(loc="best", fontsize="small")

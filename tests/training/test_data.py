@@ -85,10 +85,10 @@ def test_no_usable_feature() -> None:
 
 
 def test_labels_accept_numbers_booleans_and_words() -> None:
-    labels = pd.Series([1, 0, "anomaly", "normal", True, "FALSE", 1.0])
+    labels = pd.DataFrame({"y": [1, 0, "anomaly", "normal", True, "FALSE", 1.0]})
     assert parse_labels(labels, "y", "t.csv").tolist() == [True, False, True, False, True, False, True]
-    with pytest.raises(DataError, match=r"label column 'y', row 1: 'maybe'"):
-        parse_labels(pd.Series([0, "maybe"]), "y", "t.csv")
+    with pytest.raises(DataError, match=r"row 1, label column 'y': 'maybe' is neither"):
+        parse_labels(pd.DataFrame({"y": [0, "maybe"]}), "y", "t.csv")
 
 
 def test_split_keeps_a_row_on_each_side() -> None:

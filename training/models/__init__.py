@@ -5,9 +5,11 @@ from __future__ import annotations
 from training.models.aae import AAE
 from training.models.ae import AE
 from training.models.base import Architecture, Autoencoder, Batch
+from training.models.hvae import HVAE
 from training.models.vae import VAE
+from training.models.vaegan import VAEGAN
 
-__all__ = ["AAE", "AE", "VAE", "Architecture", "Autoencoder", "Batch", "build_model"]
+__all__ = ["AAE", "AE", "HVAE", "VAE", "VAEGAN", "Architecture", "Autoencoder", "Batch", "build_model"]
 
 
 def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0) -> Autoencoder:
@@ -17,5 +19,9 @@ def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0) ->
         return AAE(arch)
     if model_type == "ae":
         return AE(arch, noise=denoise)
+    if model_type == "vaegan":
+        return VAEGAN(arch)
+    if model_type == "hvae":
+        return HVAE(arch)
     msg = f"unknown model type {model_type!r}"
     raise ValueError(msg)

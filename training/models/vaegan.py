@@ -1,0 +1,143 @@
+"""VAE-GAN (Larsen et al., 2016, "Autoencoding beyond pixels using a learned similarity metric").
+
+A VAE whose decoder also plays against a discriminator in data space. The discriminator sees
+rows in the model's data representation (standardized numerics, one-hot categories; a missing
+value is 0 on both sides) and learns real training rows from two kinds of generated rows:
+reconstructions (a draw of the decoder at z ~ q(z|x)) and prior samples (z ~ N(0, I)).
+Generated rows are draws, not means: numerics ``mean + sigma * noise``, categories by
+straight-through Gumbel-softmax, so they look like real rows to the discriminator.
+
+Each step, as in the paper's Algorithm 1:
+
+- encoder and decoder minimize ``nll + beta * kl + FEATURE_WEIGHT * feature_error``, where
+  ``feature_error`` is the squared distance between the discriminator's last hidden layer on
+  the row and on its reconstruction (the paper's reconstruction term measured in the
+  discriminator's feature space); the decoder also minimizes ``ADVERSARIAL_WEIGHT`` times the
+  non-saturating GAN loss of its reconstructions and prior samples (the encoder does not:
+  that term sees ``z`` detached). Unlike the paper, the data-space likelihood ``nll`` stays in
+  the objective: the bundle's scores are built on it.
+- the discriminator minimizes the GAN loss (real vs reconstructions and prior samples).
+
+Scores follow the contract exactly as the VAE's (``neg_elbo`` = reconstruction NLL + KL,
+fixed draws). The extra score ``disc_feature_error`` (an additional ONNX output, shape
+``(N,)``, higher = more anomalous) is the mean squared distance, in the discriminator's
+feature space, between the row and its most likely reconstruction at the posterior mean
+(numeric means, most probable categories): the paper's learned similarity metric used as an
+anomaly score, as in GAN-based detectors that score by feature matching.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training import likelihood
+from training.models.base import Architecture, Autoencoder, Batch, mlp
+
+ADVERSARIAL_WEIGHT = 0.1  # decoder's GAN loss; small: the likelihood must stay well fitted
+FEATURE_WEIGHT = 1.0  # reconstruction error in the discriminator's feature space
+GUMBEL_TAU = 0.5  # temperature of the straight-through Gumbel-softmax draws of categories
+
+EXTRA_SCORES = {
+    "disc_feature_error": "vaegan only: mean squared distance, in the discriminator's last hidden layer, "
+    "between the row and its most likely reconstruction at the posterior mean (higher = more anomalous)",
+}
+
+
+class VAEGAN(Autoencoder):
+    extra_outputs = EXTRA_SCORES  # score name -> description; exported as extra ONNX outputs
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__(arch)
+        n_data = arch.n_numeric + sum(arch.group_sizes)
+        self.disc_features = mlp(n_data, arch.hidden, arch.depth)
+        self.disc_head = nn.Linear(arch.hidden, 1)
+        self.register_buffer("category_range", torch.arange(max(arch.group_sizes, default=1)))
+
+    def _masks(self, batch: Batch) -> list[torch.Tensor]:
+        """Per categorical group, ``(N, 1)`` 1.0 where the code is a known category."""
+        sizes = self.arch.group_sizes
+        return [((batch.codes[:, j] >= 0) & (batch.codes[:, j] < k)).float().unsqueeze(-1) for j, k in enumerate(sizes)]
+
+    def _real(self, batch: Batch) -> torch.Tensor:
+        """The row as the discriminator sees it, ``(N, Fn + sum K)``."""
+        parts = [batch.num * batch.observed]
+        for j, size in enumerate(self.arch.group_sizes):
+            parts.append((batch.codes[:, j : j + 1] == self.category_range[:size]).float())
+        return torch.cat(parts, dim=-1)
+
+    def _drawn(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """A differentiable draw of the decoder at ``z``, masked like ``batch``'s rows."""
+        mean, logits = self.decode(z)
+        numeric = mean + torch.exp(0.5 * self.decoder_log_var()) * torch.randn_like(mean)
+        parts = [numeric * batch.observed]
+        for group, mask in zip(logits, self._masks(batch), strict=True):
+            parts.append(F.gumbel_softmax(group, tau=GUMBEL_TAU, hard=True) * mask)
+        return torch.cat(parts, dim=-1)
+
+    def _most_likely(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The decoder's most likely row at ``z`` (means, one-hot of the top category), masked."""
+        mean, logits = self.decode(z)
+        parts = [mean * batch.observed]
+        for group, mask in zip(logits, self._masks(batch), strict=True):
+            size = group.shape[-1]
+            parts.append((group.argmax(-1, keepdim=True) == self.category_range[:size]).float() * mask)
+        return torch.cat(parts, dim=-1)
+
+    def discriminate(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden features ``(N, H)`` and the logit ``(N, 1)`` of "real training row"."""
+        features = self.disc_features(rows)
+        return features, self.disc_head(features)
+
+    def score(self, batch: Batch, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores = super().score(batch, eps)
+        real, _ = self.discriminate(self._real(batch))
+        recon, _ = self.discriminate(self._most_likely(scores["latent"], batch))
+        scores["disc_feature_error"] = (real - recon).pow(2).mean(-1)
+        return scores
+
+    def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        disc = [p for n, p in self.named_parameters() if n.startswith("disc_")]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("disc_")]
+        return [
+            torch.optim.AdamW(rest, lr=learning_rate, weight_decay=weight_decay),
+            torch.optim.AdamW(disc, lr=learning_rate / 2, betas=(0.5, 0.9)),
+        ]
+
+    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
+        autoencoder, discriminator = optimizers
+        mu, log_var = self.encode(batch.enc_in)
+        z = self.reparameterize(mu, log_var, torch.randn_like(mu))
+        nll = self.feature_nll(z, batch).sum(-1).mean()
+        kl = likelihood.gaussian_kl(mu, log_var).mean()
+        real = self._real(batch)
+        real_features, _ = self.discriminate(real)
+        recon = self._drawn(z, batch)
+        recon_features, _ = self.discriminate(recon)
+        feature_error = (recon_features - real_features.detach()).pow(2).mean(-1).mean()
+        recon_for_gan = self._drawn(z.detach(), batch)  # the GAN term trains the decoder, not the encoder
+        prior = self._drawn(torch.randn_like(z), batch)
+        fooled = torch.cat([self.discriminate(recon_for_gan)[1], self.discriminate(prior)[1]])
+        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        loss = nll + beta * kl + FEATURE_WEIGHT * feature_error + ADVERSARIAL_WEIGHT * g_loss
+        autoencoder.zero_grad(set_to_none=True)
+        loss.backward()
+        autoencoder.step()
+
+        real_logit = self.discriminate(real)[1]
+        fake_logit = self.discriminate(torch.cat([recon_for_gan.detach(), prior.detach()]))[1]
+        d_loss = F.binary_cross_entropy_with_logits(
+            real_logit, torch.ones_like(real_logit)
+        ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
+        discriminator.zero_grad(set_to_none=True)
+        d_loss.backward()
+        discriminator.step()
+        return {
+            "loss": loss.item(),
+            "nll": nll.item(),
+            "kl": kl.item(),
+            "feature_loss": feature_error.item(),
+            "g_loss": g_loss.item(),
+            "d_loss": d_loss.item(),
+        }

@@ -86,3 +86,20 @@ def test_the_serving_side_never_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_train_without_torch_names_the_extra_to_install(tmp_path: Path, sample_csv: Path) -> None:
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class NoTorch(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from service.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(sample_csv)!r}, '--out', {str(tmp_path / 'b')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert "pip install 'latentwatch[train]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,9 +8,9 @@ per test row, higher = more anomalous; ROC-AUC and average precision are average
 
 Baselines see the features one-hot encoded (non-numeric columns only, fitted on the train
 rows, unseen categories ignored) and standardized with the train rows' mean and std. The
-latentwatch detectors (``lw-vae``, ``lw-aae``, ``lw-ae``) get the raw feature columns, train
-a bundle through ``training.pipeline.train_bundle`` and are scored through onnxruntime, as a
-user would run them.
+latentwatch detectors (``lw-vae``, ``lw-aae``, ``lw-ae``, ``lw-vaegan``, ``lw-hvae``) get the
+raw feature columns, train a bundle through ``training.pipeline.train_bundle`` and are scored
+through onnxruntime, as a user would run them.
 
 Each (detector, dataset, seed) result is cached as JSON, so an interrupted run resumes::
 
@@ -61,7 +61,7 @@ LABEL_COLUMN = "label"
 
 SKLEARN_DETECTORS = ("iforest", "ocsvm", "lof", "knn", "pca")
 PYOD_DETECTORS = ("pyod-vae", "pyod-ae")
-LW_DETECTORS = ("lw-vae", "lw-aae", "lw-ae")
+LW_DETECTORS = ("lw-vae", "lw-aae", "lw-ae", "lw-vaegan", "lw-hvae")
 BASELINES = SKLEARN_DETECTORS + PYOD_DETECTORS
 ALL_DETECTORS = BASELINES + LW_DETECTORS
 LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary score

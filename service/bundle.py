@@ -28,6 +28,20 @@ MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 INPUT_NAME = "x"
 
+# The generative graph ``decoder.onnx`` (optional; see ``service.generate``): input ``z``
+# float32 ``(n_rows, latent_dim)``, a point of the latent space (``latent`` coordinates: draw
+# it from N(0, I) to sample the prior). Outputs, all in raw units:
+#   numeric_mean  (n_rows, n_numeric): each numeric feature's decoded mean, numeric features
+#                 in manifest order (present only when the bundle has numeric features);
+#   numeric_std   (n_rows, n_numeric): each numeric feature's decoded standard deviation;
+#   category_probs_<j>  (n_rows, len(features[j].categories)): for the categorical feature at
+#                 manifest position j, the probability of each category (in the order of
+#                 ``Feature.categories``; rows sum to 1).
+DECODER_FILE = "decoder.onnx"
+DECODER_INPUT = "z"
+NUMERIC_MEAN = "numeric_mean"
+NUMERIC_STD = "numeric_std"
+
 # Row scores (shape (n_rows,)) and per-row arrays, in the order of the graph's outputs.
 ROW_SCORES = ("recon_error", "neg_elbo", "kl")
 ARRAY_OUTPUTS = ("feature_scores", "expected", "latent")
@@ -108,6 +122,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     latentwatch_version: str = ""
+    decoder_sha256: str | None = None  # digest of decoder.onnx; None: the bundle has no decoder
 
     @property
     def feature_names(self) -> list[str]:
@@ -135,6 +150,22 @@ class Bundle:
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX_FILE
+
+    @property
+    def decoder_path(self) -> Path | None:
+        """``decoder.onnx`` when the manifest records one (verified by :func:`load_bundle`)."""
+        return self.path / DECODER_FILE if self.manifest.decoder_sha256 is not None else None
+
+
+def category_probs_name(position: int) -> str:
+    """``decoder.onnx``'s output name for the categorical feature at manifest ``position``."""
+    return f"category_probs_{position}"
+
+
+def decoder_output_names(features: tuple[Feature, ...] | list[Feature]) -> list[str]:
+    """``decoder.onnx``'s output names for a manifest's ``features``, in graph order."""
+    names = [NUMERIC_MEAN, NUMERIC_STD] if any(not f.is_categorical for f in features) else []
+    return names + [category_probs_name(j) for j, f in enumerate(features) if f.is_categorical]
 
 
 def _json_default(value: Any) -> Any:
@@ -238,7 +269,25 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
             f"{manifest.onnx_sha256[:12]}...; the graph was changed or replaced"
         )
         raise BundleError(msg)
+    _check_decoder_digest(path, manifest)
     return Bundle(path=path, manifest=manifest)
+
+
+def _check_decoder_digest(path: Path, manifest: Manifest) -> None:
+    """A manifest that records ``decoder.onnx`` needs the file, with that digest."""
+    if manifest.decoder_sha256 is None:
+        return
+    decoder_path = path / DECODER_FILE
+    if not decoder_path.is_file():
+        msg = f"{path}: the manifest records {DECODER_FILE}, but the file is missing"
+        raise BundleError(msg)
+    digest = file_sha256(decoder_path)
+    if digest != manifest.decoder_sha256:
+        msg = (
+            f"{decoder_path}: sha256 {digest[:12]}... does not match the manifest's "
+            f"{manifest.decoder_sha256[:12]}...; the graph was changed or replaced"
+        )
+        raise BundleError(msg)
 
 
 def check_graph_signature(manifest: Manifest, inputs: list[Any], outputs: list[Any], source: str) -> None:

@@ -39,7 +39,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="fit a model on normal rows and write a scoring bundle")
     p.add_argument("--data", required=True, help="CSV or Parquet file, or a folder of Parquet files")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
-    p.add_argument("--model", choices=["vae", "aae", "ae"], help="model type (default: vae)")
+    p.add_argument("--model", choices=["vae", "aae", "ae", "vaegan", "hvae"], help="model type (default: vae)")
     p.add_argument("--label-column", help="1/0 column: anomalous rows are left out of training")
     p.add_argument("--features", action="append", help="feature columns (comma-separated; default: all)")
     p.add_argument("--exclude", action="append", help="columns that are not features (comma-separated)")
@@ -87,11 +87,31 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("training.demo", "demo_command", needs_torch=True))
 
 
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sample", help="draw synthetic normal rows from a bundle's generative model")
+    p.add_argument("--model", required=True, help="bundle folder (with decoder.onnx)")
+    p.add_argument("--rows", required=True, type=int, help="number of rows to draw")
+    p.add_argument("--output", required=True, help="CSV or Parquet file to write (format by extension)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0): the same seed, the same rows")
+    p.set_defaults(handler=_lazy("service.generate", "sample_command"))
+
+
+def _add_interpolate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("interpolate", help="decode the latent straight line between two rows")
+    p.add_argument("--model", required=True, help="bundle folder (with decoder.onnx)")
+    p.add_argument("--data", required=True, help="CSV or Parquet file holding the two rows")
+    p.add_argument("--from", dest="from_row", required=True, type=int, help="first row (position, from 0)")
+    p.add_argument("--to", dest="to_row", required=True, type=int, help="last row (position, from 0)")
+    p.add_argument("--steps", type=int, default=8, help="points on the path, both ends included (default 8)")
+    p.add_argument("--output", help="CSV or Parquet file to write; default: print the path as a table")
+    p.set_defaults(handler=_lazy("service.generate", "interpolate_command"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_info, _add_demo):
+    for add in (_add_train, _add_evaluate, _add_info, _add_demo, _add_sample, _add_interpolate):
         add(commands)
     return parser
 

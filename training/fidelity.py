@@ -4,7 +4,9 @@ Each numeric column gets the two-sample Kolmogorov-Smirnov distance (the largest
 the two empirical CDFs); each categorical column gets the total-variation distance between
 the two category frequency tables (half the sum of absolute differences, the largest gap in
 probability of any set of categories). Both lie in [0, 1]: 0 = the same distribution, 1 =
-disjoint. Missing values (NaN, code -1) are left out of both sides.
+disjoint. Missing values (NaN, code -1) are left out of both sides. Frequency tables list the
+``MAX_LISTED`` most frequent training categories and sum the rest under ``OTHER``, so a column
+with thousands of categories keeps the manifest small (the distance uses every category).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 from service.bundle import Feature
 
+MAX_LISTED = 20  # categories listed by name in a frequency table
+OTHER = "(other categories)"
+
 
 @dataclass(frozen=True)
 class ColumnFidelity:
@@ -27,7 +32,7 @@ class ColumnFidelity:
         kind: ``numeric`` or ``categorical``.
         metric: ``ks`` (numeric) or ``total_variation`` (categorical).
         distance: in [0, 1], higher = the synthetic column is further from the training one.
-        training: category label -> share of training rows (categorical only).
+        training: category label -> share of training rows (categorical only; see ``MAX_LISTED``).
         synthetic: category label -> share of synthetic rows (categorical only).
     """
 
@@ -76,21 +81,34 @@ def compare_columns(
         if feature.is_categorical:
             size = len(feature.categories)
             p, q = frequencies(x_training[:, j], size), frequencies(x_synthetic[:, j], size)
-            labels = [str(c) for c in feature.categories]
+            training, synthetic = _listed(feature.categories, p, q)
             out.append(
                 ColumnFidelity(
                     name=feature.name,
                     kind="categorical",
                     metric="total_variation",
                     distance=float(0.5 * np.abs(p - q).sum()),
-                    training=dict(zip(labels, p.round(6).tolist(), strict=True)),
-                    synthetic=dict(zip(labels, q.round(6).tolist(), strict=True)),
+                    training=training,
+                    synthetic=synthetic,
                 )
             )
         else:
             distance = ks_distance(x_training[:, j], x_synthetic[:, j])
             out.append(ColumnFidelity(name=feature.name, kind="numeric", metric="ks", distance=distance))
     return out
+
+
+def _listed(categories: Sequence[object], p: np.ndarray, q: np.ndarray) -> tuple[dict, dict]:
+    """Frequency tables of the ``MAX_LISTED`` most frequent training categories, the rest as ``OTHER``."""
+    order = np.argsort(-p, kind="stable")
+    shown, rest = order[:MAX_LISTED], order[MAX_LISTED:]
+    tables = []
+    for freq in (p, q):
+        table = {str(categories[k]): round(float(freq[k]), 6) for k in shown}
+        if rest.size:
+            table[OTHER] = round(float(freq[rest].sum()), 6)
+        tables.append(table)
+    return tables[0], tables[1]
 
 
 def worst_first(columns: Sequence[ColumnFidelity]) -> list[ColumnFidelity]:

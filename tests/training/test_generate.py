@@ -206,3 +206,13 @@ def test_sample_and_interpolate_commands(trained: TrainResult, tmp_path: Path) -
     assert "--to row 20 is out of range" in wrong.stderr
     assert "has 20 rows" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_generation_never_imports_torch() -> None:
+    code = (
+        "import sys, service.generate, service.tables\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'sklearn', 'matplotlib')]\n"
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr

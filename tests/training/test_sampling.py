@@ -129,3 +129,18 @@ def test_the_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
     assert page.index("<h1>r</h1>") < page.index("Synthetic rows") < page.index("</body>")
     assert re.findall(r"<tr><td>(\w+)</td>", page) == ["x", "k", "z"]  # worst first, NaN last
     assert (tmp_path / SYNTHETIC_FILE).stat().st_size > 2000
+
+
+def test_many_categories_are_listed_up_to_a_limit() -> None:
+    from service.bundle import Feature
+    from training.fidelity import MAX_LISTED, OTHER
+
+    labels = tuple(f"c{i}" for i in range(60))
+    feature = Feature("k", "categorical", "string", labels)
+    real = (np.arange(600) % 60).astype(np.float32).reshape(-1, 1)
+    (column,) = compare_columns((feature,), real, np.zeros((100, 1), dtype=np.float32))
+    assert len(column.training) == MAX_LISTED + 1
+    assert column.training[OTHER] == pytest.approx(40 / 60, abs=1e-6)
+    assert column.synthetic["c0"] == 1.0
+    assert column.synthetic[OTHER] == 0.0
+    assert column.distance == pytest.approx(1 - 1 / 60)

@@ -42,19 +42,21 @@ class ScoringGraph(nn.Module):
     def reconstruction(self, batch: Batch, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``recon_error`` ``(N,)`` and ``expected`` ``(N, F)`` from decoding the posterior mean."""
         mean, logits = self.model.decode(mu)
-        squared = (batch.num - mean).pow(2) * batch.observed
-        counted = batch.observed.sum(-1)
-        expected = [mean * self.preprocessor.scale + self.preprocessor.center]
+        squared, counted, expected = [], mu[:, 0] * 0.0, []
+        if self.preprocessor.n_numeric:
+            squared.append((batch.num - mean).pow(2) * batch.observed)
+            counted = counted + batch.observed.sum(-1)
+            expected.append(mean * self.preprocessor.scale + self.preprocessor.center)
         for j, group in enumerate(logits):
             size = group.shape[-1]
             code = batch.codes[:, j]
             valid = ((code >= 0) & (code < size)).float()
             one_hot = (code.unsqueeze(-1).float() == self.preprocessor.category_range[:size]).float()
             error = (one_hot - torch.softmax(group, dim=-1)).pow(2).sum(-1) * valid
-            squared = torch.cat([squared, error.unsqueeze(-1)], dim=-1)
+            squared.append(error.unsqueeze(-1))
             counted = counted + valid
             expected.append(group.argmax(-1, keepdim=True).float())
-        recon_error = squared.sum(-1) / counted.clamp(min=1.0)
+        recon_error = torch.cat(squared, dim=-1).sum(-1) / counted.clamp(min=1.0)
         expected_all = torch.cat(expected, dim=-1).index_select(-1, self.model.to_manifest_order)
         return recon_error, expected_all
 

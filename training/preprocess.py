@@ -109,14 +109,27 @@ class Preprocessor(nn.Module):
         return self.n_numeric + len(self.indicator_idx) + sum(self.group_sizes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        raw = x.index_select(1, self.num_idx)
-        missing = torch.isnan(raw)
-        num = (torch.where(missing, self.fill.expand_as(raw), raw) - self.center) / self.scale
-        num = num.clamp(-CLIP, CLIP)
-        observed = (~missing).float()
-        codes = x.index_select(1, self.cat_idx)
-        codes = torch.where(torch.isnan(codes), torch.full_like(codes, -1.0), codes)
-        parts = [num, missing.float().index_select(1, self.indicator_idx)]
+        num, observed, indicators = self._numeric(x)
+        codes = self._codes(x)
+        parts = [num, indicators]
         for j, size in enumerate(self.group_sizes):
             parts.append((codes[:, j : j + 1] == self.category_range[:size]).float())
         return torch.cat(parts, dim=1), num, observed, codes.long()
+
+    def _numeric(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardized values, the observed mask and the missing indicators (empty when no numeric)."""
+        if self.n_numeric == 0:
+            empty = x[:, :0]
+            return empty, empty, empty
+        raw = x.index_select(1, self.num_idx)
+        missing = torch.isnan(raw)
+        num = (torch.where(missing, self.fill.expand_as(raw), raw) - self.center) / self.scale
+        indicators = missing.float().index_select(1, self.indicator_idx) if len(self.indicator_idx) else x[:, :0]
+        return num.clamp(-CLIP, CLIP), (~missing).float(), indicators
+
+    def _codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Category codes as floats, -1 where missing (empty when no categorical feature)."""
+        if not self.group_sizes:
+            return x[:, :0]
+        codes = x.index_select(1, self.cat_idx)
+        return torch.where(torch.isnan(codes), torch.full_like(codes, -1.0), codes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -116,3 +117,13 @@ def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> Non
         train_bundle(mixed_table(200), tmp_path / "b", overrides={**quick, "draws": 0})
     assert (tmp_path / "b" / "manifest.json").read_text() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]
+
+
+@pytest.mark.parametrize("columns", [["site", "flag"], ["load", "power"]])
+def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, columns: list[str]) -> None:
+    frame = mixed_table(200)[columns]
+    result = train_bundle(frame, tmp_path / "b", overrides=quick)
+    scorer = Scorer.open(result.bundle_dir, device="cpu")
+    scores = scorer.score(encode_frame(frame, scorer.manifest.features).x)
+    assert np.isfinite(scores.neg_elbo).all()
+    assert scores.feature_scores.shape == (200, 2)

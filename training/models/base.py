@@ -94,7 +94,9 @@ class Autoencoder(nn.Module):
     def feature_nll(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Per-feature negative log-likelihood in manifest order, ``(..., N, F)``."""
         mean, logits = self.decode(z)
-        parts = [likelihood.gaussian_nll(batch.num, batch.observed, mean, self.decoder_log_var())]
+        parts = []
+        if self.arch.n_numeric:
+            parts.append(likelihood.gaussian_nll(batch.num, batch.observed, mean, self.decoder_log_var()))
         if logits:
             parts.append(likelihood.categorical_nll(batch.codes, logits))
         return torch.cat(parts, dim=-1).index_select(-1, self.to_manifest_order)

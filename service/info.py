@@ -137,11 +137,25 @@ def _scores_section(manifest: Manifest) -> str:
 def _training_section(training: Mapping[str, Any]) -> str:
     if not training:
         return ""
+    synthetic = training.get("synthetic_vs_training")
+    training = {k: v for k, v in training.items() if k != "synthetic_vs_training"}
+    if isinstance(synthetic, Mapping) and synthetic.get("columns"):
+        training["synthetic_vs_training"] = _synthetic_summary(synthetic)
     flat = dict(_flatten(training))
     first = [k for k in TRAINING_KEYS_FIRST if k in flat]
     rest = sorted(k for k in flat if k not in first)
     pairs = [(k, _value(flat[k])) for k in (*first, *rest)]
     return "training\n" + _indent(_pairs(pairs))
+
+
+def _synthetic_summary(synthetic: Mapping[str, Any]) -> str:
+    """One line: mean and worst per-column distance between sampled and training rows."""
+    columns = synthetic["columns"]
+    worst = max(columns, key=lambda name: columns[name].get("distance", 0.0))
+    return (
+        f"mean distance {_number(synthetic.get('mean_distance'))}, worst {worst!r} "
+        f"{_number(columns[worst].get('distance'))} ({columns[worst].get('metric', '')}); see report/"
+    )
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:

@@ -205,7 +205,9 @@ def manifest_from_dict(data: dict[str, Any], source: str = "manifest.json") -> M
             alpha=float(data["calibration"]["alpha"]),
             scores=tuple(float(s) for s in data["calibration"]["scores"]),
         )
-        fields = {k: v for k, v in data.items() if k not in ("features", "calibration")}
+        # Fields a newer latentwatch added within the same format version are ignored.
+        known = {f.name for f in dataclasses.fields(Manifest)} - {"features", "calibration"}
+        fields = {k: v for k, v in data.items() if k in known}
         fields["dropped_columns"] = tuple(fields.get("dropped_columns", ()))
         fields["passthrough_columns"] = tuple(fields.get("passthrough_columns", ()))
         return Manifest(features=features, calibration=calibration, **fields)

@@ -92,7 +92,9 @@ def check_decoder_parity(graph: DecoderGraph, path: Path, z: np.ndarray) -> floa
     names = [o.name for o in session.get_outputs()]
     z = np.ascontiguousarray(z, dtype=np.float32)
     ort_out = dict(zip(names, session.run(None, {DECODER_INPUT: z}), strict=True))
-    worst = parity_error(decoder_torch_outputs(graph, z, names), ort_out)
+    scale = graph.preprocessor.scale.detach().cpu().numpy().astype(np.float64)
+    units = {"numeric_mean": scale, "numeric_std": scale}  # raw units: compare in standard deviations
+    worst = parity_error(decoder_torch_outputs(graph, z, names), ort_out, units)
     if not worst <= PARITY_RTOL:
         msg = f"onnxruntime and torch disagree on the exported decoder (relative error {worst:.2e})"
         raise RuntimeError(msg)

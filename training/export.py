@@ -103,14 +103,20 @@ def torch_outputs(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in zip(graph.output_names, outputs, strict=True)}
 
 
-def parity_error(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
+def parity_error(
+    expected: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    units: dict[str, np.ndarray] | None = None,
+) -> float:
     """Largest relative difference between two sets of outputs.
 
-    Each value is compared relative to the larger of itself, 1, and its column's median
-    magnitude: ``expected`` in raw units can be a small difference of large terms
-    (``mean * scale + center``), whose float32 rounding is relative to those terms.
-    Every output named in ``expected`` is compared.
+    Each value is compared relative to the larger of itself, 1, its column's median
+    magnitude and, for outputs in raw units, the column's unit in ``units`` (a feature's
+    standard deviation): ``expected = mean * scale + center`` can be a small difference of
+    large terms, whose float32 rounding is relative to those terms. Every output named in
+    ``expected`` is compared.
     """
+    units = units or {}
     worst = 0.0
     for name in expected:
         a, b = expected[name].astype(np.float64), actual[name].astype(np.float64)
@@ -118,5 +124,7 @@ def parity_error(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray])
             continue
         typical = np.median(np.abs(a), axis=0) if a.ndim == 2 else 1.0
         scale = np.maximum(np.maximum(np.abs(a), 1.0), typical)
+        if name in units:
+            scale = np.maximum(scale, units[name])
         worst = max(worst, float(np.max(np.abs(a - b) / scale)))
     return worst

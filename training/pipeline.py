@@ -82,9 +82,11 @@ def _random_rows(features: Sequence[Feature], n: int, seed: int) -> np.ndarray:
     return x
 
 
-def _check_parity(graph: ScoringGraph, session: Any, x: np.ndarray) -> float:
+def _check_parity(graph: ScoringGraph, session: Any, x: np.ndarray, features: Sequence[Feature]) -> float:
+    """onnxruntime against torch on ``x``; ``expected`` compared in each feature's standard deviations."""
     ort_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
-    error = parity_error(torch_outputs(graph, x), ort_out)
+    units = {"expected": np.array([f.scale or 1.0 for f in features], dtype=np.float64)}
+    error = parity_error(torch_outputs(graph, x), ort_out, units)
     if not error <= PARITY_RTOL:
         msg = f"onnxruntime and torch disagree on the exported graph (relative error {error:.2e})"
         raise RuntimeError(msg)
@@ -224,6 +226,7 @@ def _train_and_write(
         graph,
         session,
         np.concatenate([x_normal[holdout_idx][:512], _random_rows(features, 256, settings.seed)]),
+        features,
     )
     primary = "neg_elbo" if settings.score == "auto" else settings.score
     holdout_scores = session.run([primary], {"x": x_normal[holdout_idx]})[0]

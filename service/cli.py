@@ -107,11 +107,29 @@ def _add_interpolate(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("service.generate", "interpolate_command"))
 
 
+def _add_score(commands: argparse._SubParsersAction) -> None:
+    from service.batch.cli import add_score_arguments
+
+    p = commands.add_parser("score", help="score a CSV/Parquet file or folder with a bundle into Parquet or CSV")
+    add_score_arguments(p)
+    p.set_defaults(handler=_lazy("service.batch.cli", "score_command"))
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    from service.serve import add_serve_arguments
+
+    p = commands.add_parser("serve", help="serve model bundles over gRPC, with Prometheus metrics")
+    add_serve_arguments(p)
+    p.set_defaults(handler=_lazy("service.serve", "serve_command"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentwatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="latentwatch", description="Anomaly detection with variational and adversarial autoencoders."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_info, _add_demo, _add_sample, _add_interpolate):
+    for add in (_add_train, _add_evaluate, _add_info, _add_demo, _add_sample, _add_interpolate, _add_score, _add_serve):
         add(commands)
     return parser
 

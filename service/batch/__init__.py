@@ -1,0 +1,15 @@
+"""Batch scoring: files in, scored files out (``latentwatch score``).
+
+- :mod:`service.batch.io`: input files (CSV, Parquet, folders, globs) read in record
+  batches, and outputs (Parquet or CSV) written under a temporary name, renamed when whole.
+- :mod:`service.batch.local`: the job: column checks, the output layout, scoring each
+  batch with :class:`~service.scorer.Scorer`, progress and the summary.
+- :mod:`service.batch.dask`: the same job with batches scored on a Dask cluster, and
+  :func:`~service.batch.dask.score_pandas` for Spark's ``mapInPandas``.
+- :mod:`service.batch.via`: the same job with rows scored by a running ``latentwatch serve``.
+- :mod:`service.batch.pushgateway`: the job's metrics pushed to a Prometheus Pushgateway.
+- :mod:`service.batch.cli`: the ``score`` command's arguments and handler.
+
+This package imports nothing when loaded, so building the command line stays cheap and
+dask stays optional.
+"""

@@ -1,0 +1,261 @@
+"""``ServiceConfig``: every setting of ``latentwatch serve``, validated into one object at start.
+
+Settings come from, highest precedence first: command-line flags, environment variables
+(``LATENTWATCH_`` + the field name in capitals, e.g. ``LATENTWATCH_MAX_BATCH_ROWS=512``), a
+TOML file (``--config FILE``; keys at the top level or under ``[serve]``), then the defaults
+below. :meth:`ServiceConfig.load` merges them and :meth:`ServiceConfig.validate` rejects a
+bad value with a :class:`~service.errors.ConfigError` that names the setting, where it came
+from, and the value it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "LATENTWATCH_"
+DEVICES = ("auto", "cpu", "cuda")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of the scoring service; build it with :meth:`load` or call :meth:`validate`.
+
+    Times are in seconds, sizes in rows or bytes as their names say.
+    """
+
+    # The model repository: DIR/<model>/<version>/ bundle directories.
+    models: Path | None = None
+    # gRPC address; port 0 picks a free port (the server reports the one it bound).
+    host: str = "0.0.0.0"
+    port: int = 50051
+    # Prometheus /metrics address; port -1 turns the HTTP endpoint off.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9108
+    # onnxruntime execution provider: auto (CUDA if it runs, else CPU), cpu or cuda.
+    device: str = "auto"
+    # onnxruntime threads per session; None = onnxruntime's default (one per core).
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    # Threads running onnxruntime calls; batches of different requests overlap up to this.
+    inference_threads: int = 2
+    # Micro-batching: coalesce concurrent requests of one model into one onnxruntime call.
+    batching: bool = True
+    # Most rows per onnxruntime call; larger requests are split into parts of this size.
+    max_batch_rows: int = 1024
+    # How long the first queued request waits for others, once other callers are about (a
+    # caller alone is served at once). Under load batches also grow while earlier ones run.
+    max_batch_delay_s: float = 0.001
+    # Batches up to this many rows run on the event loop thread (a thread hand-off costs
+    # more than a small tabular model); larger ones in the inference threads. 0 = never.
+    inline_max_rows: int = 64
+    # Rows waiting per model before new requests get RESOURCE_EXHAUSTED.
+    max_queue_rows: int = 65536
+    # Most rows in one request (INVALID_ARGUMENT beyond).
+    max_request_rows: int = 65536
+    # Largest gRPC message, both directions (RESOURCE_EXHAUSTED beyond).
+    max_message_bytes: int = 64 * 1024 * 1024
+    # On SIGTERM: health turns NOT_SERVING, then calls in flight get this long to finish.
+    grace_s: float = 10.0
+    # Poll the model repository for new versions this often; 0 turns polling off (SIGHUP
+    # still reloads).
+    reload_interval_s: float = 10.0
+    # p-values in the sliding window behind latentwatch_p_value_drift.
+    drift_window: int = 1000
+    # TLS: server certificate and key (PEM); with a client CA, clients must present a
+    # certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Bearer tokens, one per line; when set, every call but health needs
+    # "authorization: Bearer <token>" (UNAUTHENTICATED otherwise).
+    auth_tokens_file: Path | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+    ) -> ServiceConfig:
+        """Merge defaults < TOML file < environment < flags, then validate.
+
+        Args:
+            flags: field name -> value from the command line; ``None`` values are ignored.
+            env: the environment (``os.environ`` when None); only ``LATENTWATCH_*`` keys
+                that name a field are read (``LATENTWATCH_CONFIG`` names the TOML file).
+            config_file: a TOML file; ``LATENTWATCH_CONFIG`` when None.
+
+        Raises:
+            ConfigError: an unknown key in the file, or a bad value anywhere.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        file = config_file if config_file is not None else env.get(f"{ENV_PREFIX}CONFIG")
+        if file:
+            values.update(_read_toml(Path(file)))
+        for name in _field_types():
+            key = f"{ENV_PREFIX}{name.upper()}"
+            if key in env:
+                values[name] = _parse(name, env[key], f"environment variable {key}")
+        for name, value in (flags or {}).items():
+            if value is None or name not in _field_types():
+                continue
+            values[name] = _parse(name, value, f"--{name.replace('_', '-')}")
+        return cls(**values).validate()
+
+    def validate(self) -> ServiceConfig:
+        """Check every value and the relations between them; return ``self``.
+
+        Raises:
+            ConfigError: naming the setting and the value it got.
+        """
+        if self.models is None:
+            _fail("models", None, "is required: the model repository DIR/<model>/<version>/")
+        _port("port", self.port, allow_off=False)
+        _port("metrics_port", self.metrics_port, allow_off=True)
+        _choice("device", self.device, DEVICES)
+        _choice("log_format", self.log_format, LOG_FORMATS)
+        _choice("log_level", self.log_level.upper(), LOG_LEVELS)
+        if self.inline_max_rows < 0:
+            _fail("inline_max_rows", self.inline_max_rows, "must be 0 (never inline) or more")
+        for name in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                _fail(name, value, "must be 0 (onnxruntime's default) or more")
+        for name in ("inference_threads", "max_batch_rows", "max_queue_rows", "max_request_rows", "drift_window"):
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be at least 1")
+        if self.max_message_bytes < 1024:
+            _fail("max_message_bytes", self.max_message_bytes, "must be at least 1024")
+        for name in ("max_batch_delay_s", "grace_s", "reload_interval_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                _fail(name, value, "must be a finite number of seconds, 0 or more")
+        if self.max_queue_rows < self.max_request_rows:
+            _fail(
+                "max_queue_rows",
+                self.max_queue_rows,
+                f"must be at least max_request_rows ({self.max_request_rows}), or a request "
+                "of allowed size could never be queued",
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            _fail("tls_cert", self.tls_cert, "and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            _fail("tls_client_ca", self.tls_client_ca, "needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                _fail(name, str(path), "is not a readable file")
+        return self
+
+    def replace(self, **changes: Any) -> ServiceConfig:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes).validate()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def _field_types() -> dict[str, str]:
+    """Field name -> its annotation as written (``from __future__`` keeps them strings)."""
+    return {f.name: str(f.type) for f in dataclasses.fields(ServiceConfig)}
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    """Coerce ``value`` (a string from the environment, or a flag/TOML value) to the field's type."""
+    kind = _field_types()[name]
+    optional = kind.endswith("| None")
+    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
+        return None
+    base = kind.removesuffix(" | None")
+    try:
+        if base == "Path":
+            return Path(str(value)).expanduser()
+        if base == "bool":
+            return _parse_bool(value)
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        msg = f"{source}: {name} must be {_describe(base)}, got {value!r}"
+        raise ConfigError(msg) from None
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _describe(base: str) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "Path": "a path",
+    }.get(base, base)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        msg = f"config file {path}: cannot read it: {err.strerror}"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as err:
+        msg = f"config file {path}: not valid TOML: {err}"
+        raise ConfigError(msg) from None
+    if isinstance(data.get("serve"), dict):
+        data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
+    fields = _field_types()
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        msg = f"config file {path}: unknown setting(s) {unknown}; known: {sorted(fields)}"
+        raise ConfigError(msg)
+    return {name: _parse(name, value, f"config file {path}") for name, value in data.items()}
+
+
+def _fail(name: str, value: Any, problem: str) -> None:
+    msg = f"setting {name} {problem}, got {value!r}"
+    raise ConfigError(msg)
+
+
+def _port(name: str, value: int, *, allow_off: bool) -> None:
+    low = -1 if allow_off else 0
+    if not low <= value <= 65535:
+        extra = " (-1 = off)" if allow_off else ""
+        _fail(name, value, f"must be a TCP port from {low} to 65535{extra}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(name, value, f"must be one of {list(choices)}")

@@ -1,0 +1,291 @@
+"""The transport-free core of the service: liveness, readiness, metadata and inference.
+
+Both gRPC servicers (``service.grpc.scoring`` and ``service.grpc.oip``) convert their
+messages to numpy and call :class:`DataPlane`; tests call it directly. ``infer`` checks the
+rows against the model (shape, categorical codes, finiteness, size), sends them through the
+model's micro-batcher (which runs :func:`scoring_function`: the graph plus the conformal
+``p_value``), applies the request's alpha for ``is_anomaly``, and counts rows and anomalies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from service import calibration
+from service.bundle import OUTPUT_NAMES, Manifest
+from service.errors import InvalidInput, ModelNotFound
+from service.features import encode_frame
+from service.metrics import Metrics
+from service.registry import LoadedModel, ModelRegistry
+from service.scorer import Scorer, Scores
+
+SERVER_NAME = "latentwatch"
+
+
+def server_version() -> str:
+    """The installed latentwatch version (``0+unknown`` when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("latentwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class InferResult:
+    """Scores of one request and the model version that produced them."""
+
+    model: LoadedModel
+    scores: Scores
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a model's categorical columns are in ``x`` and how many codes each has."""
+
+    categorical: np.ndarray  # (n_categorical,) column indices
+    n_categories: np.ndarray  # (n_categorical,) category counts
+
+
+class DataPlane:
+    """Inference and metadata over a :class:`ModelRegistry`.
+
+    Args:
+        registry: the models being served.
+        metrics: where per-row metrics go (None: not recorded).
+        max_request_rows: most rows one request may carry.
+    """
+
+    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None, *, max_request_rows: int) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.max_request_rows = max_request_rows
+        # Set when shutdown begins: readiness turns false, calls in flight still finish.
+        self.shutting_down = False
+        self._layouts: weakref.WeakKeyDictionary[LoadedModel, _Layout] = weakref.WeakKeyDictionary()
+
+    # -- health and metadata --------------------------------------------------------------
+
+    def live(self) -> bool:
+        """The process is up and answering."""
+        return True
+
+    def ready(self) -> bool:
+        """At least one model is loaded and the server is not shutting down."""
+        return self.registry.ready and not self.shutting_down
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """The model (version) is loaded and warmed up; False for unknown ones."""
+        if self.shutting_down:
+            return False
+        try:
+            self.registry.get(name, version)
+        except ModelNotFound:
+            return False
+        return True
+
+    def model(self, name: str, version: str = "") -> LoadedModel:
+        """The loaded model version (the newest when ``version`` is empty).
+
+        Raises:
+            ModelNotFound: unknown model or version.
+        """
+        return self.registry.get(name, version)
+
+    # -- inference ------------------------------------------------------------------------
+
+    async def infer(self, model: LoadedModel, x: np.ndarray, alpha: float | None = None) -> InferResult:
+        """Score ``x`` with ``model`` (from :meth:`model`) through its micro-batcher.
+
+        Args:
+            model: the model version to use.
+            x: float32 ``(n_rows, n_features)`` in the bundle's layout (see
+                :meth:`check_x`, which this calls).
+            alpha: target false-positive rate in (0, 1); the bundle's alpha when None.
+
+        Returns:
+            Raw scores (higher = more anomalous), ``p_value`` (lower = more anomalous) and
+            ``is_anomaly``, one per row of ``x``.
+
+        Raises:
+            InvalidInput: bad rows or alpha. ResourceExhausted: the model's queue is full.
+        """
+        alpha = resolve_alpha(alpha, model.manifest)
+        x = self.check_x(model, x)
+        outputs = await model.batcher.submit(x)
+        p = outputs["p_value"]
+        flagged = calibration.is_anomaly(p, alpha)
+        scores = Scores(
+            **{name: outputs[name] for name in OUTPUT_NAMES},
+            p_value=p,
+            is_anomaly=flagged,
+            primary_score=model.manifest.primary_score,
+            alpha=alpha,
+        )
+        if self.metrics is not None:
+            anomalies = int(np.count_nonzero(flagged))
+            self.metrics.observe_rows(model.name, model.version, x.shape[0], anomalies)
+        return InferResult(model, scores)
+
+    def check_x(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
+        """Check rows in the bundle's ``x`` layout; return them float32 and C-contiguous.
+
+        A numeric feature may be NaN (missing) but not infinite; a categorical feature must
+        hold a whole code from -1 (missing or unseen) to its number of categories - 1.
+
+        Raises:
+            InvalidInput: naming the model, and the row and column of the first bad value.
+        """
+        name = model.name
+        manifest = model.manifest
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != manifest.n_features:
+            msg = (
+                f"model {name!r}: rows must have shape (n_rows, {manifest.n_features}), one "
+                f"column per feature {manifest.feature_names}; got shape {x.shape}"
+            )
+            raise InvalidInput(msg)
+        self.check_row_count(name, x.shape[0])
+        if np.isinf(x).any():
+            row, col = np.argwhere(np.isinf(x))[0]
+            msg = (
+                f"model {name!r}: row {row}, column {manifest.feature_names[col]!r}: "
+                f"infinite value {x[row, col]} (use NaN for a missing value)"
+            )
+            raise InvalidInput(msg)
+        layout = self._layout(model)
+        if layout.categorical.size:
+            codes = x[:, layout.categorical]
+            with np.errstate(invalid="ignore"):
+                good = (np.rint(codes) == codes) & (codes >= -1) & (codes < layout.n_categories)
+            if not good.all():
+                row, j = np.argwhere(~good)[0]
+                col = int(layout.categorical[j])
+                feature = manifest.features[col]
+                msg = (
+                    f"model {name!r}: row {row}, column {feature.name!r} is categorical: "
+                    f"{x[row, col]} is not a code from -1 (missing or unseen) to "
+                    f"{len(feature.categories) - 1}; send labels as a named column instead"
+                )
+                raise InvalidInput(msg)
+        return x
+
+    def check_row_count(self, name: str, rows: int) -> None:
+        """Refuse an empty request or one above ``max_request_rows``."""
+        if rows == 0:
+            msg = f"model {name!r}: the request holds no rows"
+            raise InvalidInput(msg)
+        if rows > self.max_request_rows:
+            msg = (
+                f"model {name!r}: the request holds {rows} rows, more than the limit of "
+                f"{self.max_request_rows}; split it (or use the streaming call)"
+            )
+            raise InvalidInput(msg)
+
+    def encode_columns(self, model: LoadedModel, columns: Mapping[str, Sequence | np.ndarray]) -> np.ndarray:
+        """Named raw columns -> ``x`` float32 ``(n_rows, n_features)``.
+
+        Every feature must be present, no other column may be; all columns have the same
+        length. Numeric columns take numbers (or numeric text; NaN/None = missing);
+        categorical columns take labels, and an unseen label scores as missing (code -1),
+        as the bundle contract says.
+
+        Raises:
+            InvalidInput: a missing, unknown or misspelled column (with a suggestion), unequal
+                lengths, or a value that is not a number, naming column and row.
+        """
+        manifest = model.manifest
+        check_column_names(model.name, list(columns), manifest)
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            msg = f"model {model.name!r}: columns have different lengths {lengths}"
+            raise InvalidInput(msg)
+        self.check_row_count(model.name, next(iter(lengths.values())))
+        frame = pd.DataFrame({f.name: columns[f.name] for f in manifest.features})
+        encoded = encode_frame(frame, manifest.features, source=f"model {model.name!r}")
+        return encoded.x
+
+    def _layout(self, model: LoadedModel) -> _Layout:
+        layout = self._layouts.get(model)
+        if layout is None:
+            features = model.manifest.features
+            cat = [j for j, f in enumerate(features) if f.is_categorical]
+            layout = _Layout(
+                categorical=np.asarray(cat, dtype=np.intp),
+                n_categories=np.asarray([len(features[j].categories) for j in cat], dtype=np.float32),
+            )
+            self._layouts[model] = layout
+        return layout
+
+
+def scoring_function(
+    name: str, scorer: Scorer, metrics: Metrics | None = None
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """What a model's micro-batcher runs per batch: every graph output plus ``p_value``.
+
+    The conformal p-values (``(n_rows,)``, lower = more anomalous) do not depend on alpha,
+    so they are computed once per batch, where the batch runs, and fed to the p-value
+    histogram and drift window there; each request then only applies its own alpha.
+    """
+    manifest = scorer.manifest
+    primary = manifest.primary_score
+    sorted_calibration = np.sort(np.asarray(manifest.calibration.scores, dtype=np.float64))
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = scorer.run(x)
+        p = calibration.p_values(outputs[primary], sorted_calibration)
+        if metrics is not None:
+            metrics.observe_p_values(name, p)
+        outputs["p_value"] = p
+        return outputs
+
+    return run
+
+
+def resolve_alpha(alpha: float | None, manifest: Manifest) -> float:
+    """The request's alpha if set, else the bundle's; must lie in (0, 1).
+
+    Raises:
+        InvalidInput: an alpha outside (0, 1) or not a number.
+    """
+    if alpha is None:
+        return manifest.calibration.alpha
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
+        raise InvalidInput(msg)
+    return value
+
+
+def check_column_names(model: str, names: Sequence[str], manifest: Manifest) -> None:
+    """Refuse duplicate, unknown or missing columns, suggesting close feature names.
+
+    Raises:
+        InvalidInput: listing every problem at once.
+    """
+    expected = manifest.feature_names
+    duplicates = sorted({n for n in names if list(names).count(n) > 1})
+    unknown = [n for n in names if n not in set(expected)]
+    missing = [n for n in expected if n not in set(names)]
+    if not (duplicates or unknown or missing):
+        return
+    problems = []
+    if duplicates:
+        problems.append(f"duplicate column(s) {duplicates}")
+    if missing:
+        problems.append(f"missing feature column(s) {missing}")
+    for name in unknown:
+        close = difflib.get_close_matches(name, missing or expected, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"unknown column {name!r}{hint}")
+    msg = f"model {model!r}: " + "; ".join(problems) + f"; the model's features are {expected}"
+    raise InvalidInput(msg)

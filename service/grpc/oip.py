@@ -1,0 +1,170 @@
+"""The Open Inference Protocol v2 servicer (``inference.GRPCInferenceService``), thin.
+
+A model takes either one input ``x`` (FP32, shape ``[n_rows, n_features]``, the bundle's
+layout) or one input per feature, named as the feature, shape ``[n_rows]`` or
+``[n_rows, 1]``: numbers for numeric features, BYTES (UTF-8 labels) or numbers for
+categorical ones. It returns ``recon_error``, ``neg_elbo``, ``kl`` (FP32), ``p_value``
+(FP64), ``is_anomaly`` (BOOL), ``feature_scores``, ``expected`` and ``latent`` (FP32,
+2-D), or only the outputs the request names. The request parameter ``alpha`` (double,
+int or string) sets the target false-positive rate in place of the bundle's.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from service._proto.inference import grpc_predict_v2_pb2 as pb
+from service._proto.inference import grpc_predict_v2_pb2_grpc
+from service.bundle import INPUT_NAME
+from service.dataplane import SERVER_NAME, DataPlane, server_version
+from service.errors import InvalidInput
+from service.grpc import convert
+from service.registry import LoadedModel
+
+PLATFORM = "onnxruntime_onnx"
+OUTPUT_ORDER = tuple(convert.OUTPUT_DATATYPES)
+
+
+class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    """ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dp.live())
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dp.ready())
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version())
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        model = self._dp.model(request.name, request.version)
+        n_features = model.manifest.n_features
+        widths = {"feature_scores": n_features, "expected": n_features, "latent": model.manifest.latent_dim}
+        outputs = [
+            convert.tensor_metadata(name, datatype, [-1, widths[name]] if name in widths else [-1])
+            for name, datatype in convert.OUTPUT_DATATYPES.items()
+        ]
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=self._dp.registry.versions(model.name),
+            platform=PLATFORM,
+            inputs=[convert.tensor_metadata(INPUT_NAME, "FP32", [-1, n_features])],
+            outputs=outputs,
+        )
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        model = self._dp.model(request.model_name, request.model_version)
+        wanted = self._requested_outputs(request)
+        alpha = self._alpha(request)
+        x = self._rows(model, convert.oip_inputs(request))
+        result = await self._dp.infer(model, x, alpha)
+        raw = bool(request.raw_input_contents)
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+        for name in wanted:
+            tensor, data = convert.oip_output(name, getattr(result.scores, name), raw)
+            response.outputs.append(tensor)
+            if data is not None:
+                response.raw_output_contents.append(data)
+        return response
+
+    def _rows(self, model: LoadedModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Decoded inputs -> ``x``: the packed input, or one column per feature."""
+        name = model.name
+        if not inputs:
+            msg = f"model {name!r}: the request has no inputs; send `x` or one per feature"
+            raise InvalidInput(msg)
+        if INPUT_NAME in inputs:
+            if len(inputs) > 1:
+                others = sorted(set(inputs) - {INPUT_NAME})
+                msg = f"model {name!r}: send either input 'x' or one input per feature, not both (got 'x' and {others})"
+                raise InvalidInput(msg)
+            return self._packed(model, inputs[INPUT_NAME])
+        columns = {}
+        for column, array in inputs.items():
+            if array.ndim == 2 and array.shape[1] == 1:
+                array = array[:, 0]
+            if array.ndim != 1:
+                msg = (
+                    f"model {name!r}: input {column!r} must have shape [n_rows] or [n_rows, 1], got {list(array.shape)}"
+                )
+                raise InvalidInput(msg)
+            if array.dtype == object:
+                array = _decode_utf8(array, name, column)
+            columns[column] = array
+        return self._dp.encode_columns(model, columns)
+
+    def _packed(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
+        if x.dtype != np.float32:
+            kind = "BYTES" if x.dtype == object else _datatype_name(x.dtype)
+            msg = f"model {model.name!r}: input 'x' must be FP32, got {kind}"
+            raise InvalidInput(msg)
+        if x.ndim != 2:
+            msg = (
+                f"model {model.name!r}: input 'x' must have shape [n_rows, "
+                f"{model.manifest.n_features}], got {list(x.shape)}"
+            )
+            raise InvalidInput(msg)
+        return x
+
+    @staticmethod
+    def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
+        if not request.outputs:
+            return list(OUTPUT_ORDER)
+        names = [o.name for o in request.outputs]
+        unknown = [n for n in names if n not in convert.OUTPUT_DATATYPES]
+        if unknown:
+            msg = f"model {request.model_name!r}: unknown output(s) {unknown}; outputs are {list(OUTPUT_ORDER)}"
+            raise InvalidInput(msg)
+        return names
+
+    @staticmethod
+    def _alpha(request: pb.ModelInferRequest) -> float | None:
+        if "alpha" not in request.parameters:
+            return None
+        value = convert.parameter_value(request.parameters["alpha"])
+        if isinstance(value, bool) or value is None:
+            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
+            raise InvalidInput(msg)
+        try:
+            return float(value)
+        except ValueError:
+            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
+            raise InvalidInput(msg) from None
+
+
+def _decode_utf8(array: np.ndarray, model: str, column: str) -> np.ndarray:
+    out = np.empty(array.shape, dtype=object)
+    for i, value in enumerate(array):
+        try:
+            out[i] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            msg = f"model {model!r}: input {column!r}, row {i}: not valid UTF-8 text"
+            raise InvalidInput(msg) from None
+    return out
+
+
+def _datatype_name(dtype: np.dtype) -> str:
+    for name, candidate in convert.NUMPY_DTYPES.items():
+        if candidate == dtype:
+            return name
+    return str(dtype)

@@ -1,0 +1,191 @@
+"""The ``grpc.aio`` server: both APIs, ``grpc.health.v1``, reflection, and a graceful stop.
+
+Health answers for the whole server (``""``), for each API's service name, and for each
+model by its name: SERVING while it is loaded. :meth:`GrpcServer.stop` turns everything to
+NOT_SERVING first, then stops taking calls and gives those in flight ``grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service._proto.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from service._proto.latentwatch.v1 import scoring_pb2, scoring_pb2_grpc
+from service.config import ServiceConfig
+from service.dataplane import DataPlane
+from service.errors import ConfigError
+from service.grpc.interceptors import ServiceInterceptor, read_tokens
+from service.grpc.oip import InferenceServicer
+from service.grpc.scoring import ScoringServicer
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
+OIP_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcServer:
+    """Builds, starts and stops the gRPC server over one :class:`DataPlane`.
+
+    Args:
+        dataplane: the core the servicers call.
+        config: address, message size, TLS and auth settings.
+        metrics: where calls are counted (None: not counted).
+    """
+
+    def __init__(self, dataplane: DataPlane, config: ServiceConfig, metrics: Metrics | None = None) -> None:
+        self.dataplane = dataplane
+        self.config = config
+        self.metrics = metrics
+        self.health = DrainingHealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._models_in_health: set[str] = set()
+        self._interceptor: ServiceInterceptor | None = None
+
+    async def start(self) -> int:
+        """Bind, start serving, and return the port bound (useful with port 0).
+
+        Raises:
+            ConfigError: the address cannot be bound, or TLS files cannot be read.
+        """
+        config = self.config
+        tokens = read_tokens(config.auth_tokens_file) if config.auth_tokens_file else None
+        interceptor = ServiceInterceptor(self.metrics, known_model=self.dataplane.registry.has, tokens=tokens)
+        self._interceptor = interceptor
+
+        server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(self.dataplane), server)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SCORING_SERVICE, OIP_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{config.host}:{config.port}"
+        try:
+            if config.tls:
+                port = server.add_secure_port(address, _credentials(config))
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as err:
+            port, reason = 0, str(err)
+        else:
+            reason = "the address is in use or not local"
+        if port == 0:
+            msg = f"cannot listen on {address}: {reason}"
+            raise ConfigError(msg)
+        await server.start()
+        self._server = server
+        self.port = port
+        self.dataplane.registry.add_listener(self._schedule_health_update)
+        await self.update_health()
+        logger.info("gRPC listening on %s:%d (%s)", config.host, port, "TLS" if config.tls else "plaintext")
+        return port
+
+    async def update_health(self) -> None:
+        """Match health statuses to what is loaded: overall, per API, per model."""
+        ready = self.dataplane.ready()
+        status = SERVING if ready else NOT_SERVING
+        for service in (health.OVERALL_HEALTH, SCORING_SERVICE, OIP_SERVICE):
+            await self.health.set(service, status)
+        names = set(self.dataplane.registry.names())
+        for name in sorted(names):
+            await self.health.set(name, SERVING)
+        for name in sorted(self._models_in_health - names):
+            await self.health.set(name, NOT_SERVING)
+        self._models_in_health |= names
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING everywhere, refuse new calls, let calls in flight finish in ``grace_s``.
+
+        Once the scoring calls have finished, the rest (health ``Watch`` streams, which never
+        end by themselves) is cancelled at once rather than at the end of the grace period.
+        """
+        grace = self.config.grace_s if grace_s is None else grace_s
+        self.dataplane.shutting_down = True
+        await self.health.enter_graceful_shutdown()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        logger.info("stopping: draining %d call(s) in flight for up to %.1f s", self._active(), grace)
+        loop = asyncio.get_running_loop()
+        # One stop call only: two overlapping ones crash grpcio 1.85 (a segmentation fault).
+        stopping = loop.create_task(server.stop(grace))
+        deadline = loop.time() + grace
+        while self._active() > 0 and loop.time() < deadline and not stopping.done():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # let the NOT_SERVING updates reach the watchers
+        await self.health.close_watches()
+        await stopping
+
+    def _active(self) -> int:
+        return self._interceptor.active if self._interceptor is not None else 0
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def _schedule_health_update(self, registry: ModelRegistry) -> None:
+        self._health_task = asyncio.get_running_loop().create_task(self.update_health())
+
+
+class DrainingHealthServicer(health.aio.HealthServicer):
+    """The standard health service, whose ``Watch`` streams end when the server stops.
+
+    A ``Watch`` stream never ends by itself, so the server's graceful stop would wait for
+    it the whole grace period; :meth:`close_watches` ends them (with OK, after they sent
+    NOT_SERVING) once the scoring calls have drained.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closing: asyncio.Event | None = None
+
+    def _closing_event(self) -> asyncio.Event:
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        return self._closing
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        closing = asyncio.ensure_future(self._closing_event().wait())
+        try:
+            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, closing):
+                task.cancel()
+            await asyncio.gather(watch, closing, return_exceptions=True)
+
+    async def close_watches(self) -> None:
+        """End every ``Watch`` stream now (and any opened later)."""
+        self._closing_event().set()
+
+
+def _credentials(config: ServiceConfig) -> grpc.ServerCredentials:
+    assert config.tls_cert is not None
+    assert config.tls_key is not None
+    try:
+        chain = config.tls_cert.read_bytes()
+        key = config.tls_key.read_bytes()
+        ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    except OSError as err:
+        msg = f"cannot read a TLS file: {err}"
+        raise ConfigError(msg) from None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca, require_client_auth=ca is not None)

@@ -1,0 +1,32 @@
+"""Fixtures of the batch-scoring tests: a real trained bundle and tables to score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.training.tables import QUICK, mixed_table
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VAE bundle trained on :func:`mixed_table`: numeric, integer, string and boolean features."""
+    from training.pipeline import train_bundle
+
+    out = tmp_path_factory.mktemp("batch-bundle") / "bundle"
+    train_bundle(mixed_table(600, seed=0), out, overrides=dict(QUICK))
+    return out
+
+
+def scoring_table(n_rows: int = 2500, seed: int = 1) -> pd.DataFrame:
+    """Rows to score: :func:`mixed_table` plus an id (in shuffled order) and a timestamp to pass through."""
+    frame = mixed_table(n_rows, seed=seed)
+    rng = np.random.default_rng(seed)
+    frame.insert(0, "event_id", rng.permutation(n_rows).astype(np.int64) + 1000)
+    frame["seen_at"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(n_rows), unit="s")
+    # Unusual rows, so that some are flagged.
+    frame.loc[frame.index[::97], "power"] = 40.0
+    return frame

@@ -1,0 +1,357 @@
+"""Lifecycle: SIGTERM drain and SIGHUP reload of a real ``serve`` process, reload under load,
+deadlines, bearer tokens, TLS and mutual TLS, the device setting."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service._proto.latentwatch.v1 import scoring_pb2 as pb
+from service._proto.latentwatch.v1 import scoring_pb2_grpc
+from service.bundle import ONNX_FILE
+from service.client import Client
+from service.errors import ConfigError, ModelNotReady
+from tests.service.conftest import normal_rows, write_bundle
+from tests.service.grpc.conftest import MODEL, hold_rows_in_queue, sample_value, x_request
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def wait_until(condition, timeout: float = 10.0, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            msg = f"condition not met within {timeout} s"
+            raise AssertionError(msg)
+        time.sleep(step)
+
+
+def write_broken_bundle(directory: Path) -> None:
+    write_bundle(directory)
+    with (directory / ONNX_FILE).open("ab") as stream:
+        stream.write(b"tampered")
+
+
+class ServeProcess:
+    """``python -m service.serve`` in a subprocess; its port read from its log."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.serve", *args],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = self._wait_for_port()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.log.append(line)
+            if "gRPC listening on" in line:
+                return int(line.split("gRPC listening on ")[1].split()[0].rsplit(":", 1)[1])
+        msg = f"serve did not start: {''.join(self.log)}"
+        raise AssertionError(msg)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def serve_process(repo: Path) -> Iterator[type[ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        process = ServeProcess("--models", str(repo), *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_process) -> None:
+    serve = serve_process(
+        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--reload-interval", "0",
+        "--grace", "10", "--intra-op-threads", "1",
+    )  # fmt: skip
+    target = f"127.0.0.1:{serve.port}"
+    with grpc.insecure_channel(target) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        # SIGHUP: a new version appears without a restart.
+        write_bundle(repo / MODEL / "2")
+        serve.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: stub.ListModels(pb.ListModelsRequest(), timeout=5).models[0].version == "2")
+
+        statuses: list[int] = []
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+
+        def follow() -> None:
+            try:
+                for reply in watch:
+                    statuses.append(reply.status)
+            except grpc.RpcError:
+                pass
+
+        watcher = threading.Thread(target=follow)
+        watcher.start()
+        wait_until(lambda: statuses == [health_pb2.HealthCheckResponse.SERVING])
+
+        # A scoring stream is the call in flight when SIGTERM lands.
+        outbox: queue.Queue = queue.Queue()
+        stream = stub.StreamScore(iter(outbox.get, None), timeout=30)
+        x = normal_rows(4, seed=2)
+        outbox.put(x_request(x, request_id="before"))
+        assert next(stream).result.version == "2"
+        serve.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: health_pb2.HealthCheckResponse.NOT_SERVING in statuses)
+        wait_until(lambda: refused(stub) == grpc.StatusCode.UNAVAILABLE)  # no new calls
+        # ...but the stream in flight still scores, until it ends.
+        outbox.put(x_request(x, request_id="during"))
+        reply = next(stream)
+        assert (reply.request_id, reply.result.rows) == ("during", 4)
+        outbox.put(None)
+        assert list(stream) == []
+        # Once it is done, the process ends at once (not at the end of the 10 s grace):
+        # the health Watch stream does not hold it up.
+        stopped = time.monotonic()
+        assert serve.process.wait(30) == 0
+        assert time.monotonic() - stopped < 5
+        watcher.join(10)
+        assert not watcher.is_alive()
+
+
+def refused(stub: scoring_pb2_grpc.ScoringServiceStub) -> grpc.StatusCode | None:
+    """The status of a quick call, None when it succeeds."""
+    try:
+        stub.ListModels(pb.ListModelsRequest(), timeout=5)
+    except grpc.RpcError as err:
+        return err.code()
+    return None
+
+
+def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
+    server = start_server(reload_interval_s=0.1)
+    failures: list[BaseException] = []
+    seen: list[list[str]] = [[] for _ in range(3)]
+    stop = threading.Event()
+    x = normal_rows(8, seed=5)
+
+    def caller(versions: list[str]) -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    versions.append(stub.Score(x_request(x), timeout=10).version)
+                except BaseException as err:
+                    failures.append(err)
+                    return
+
+    threads = [threading.Thread(target=caller, args=(v,)) for v in seen]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: all(seen))
+        write_bundle(repo / MODEL / "2")
+        wait_until(lambda: all(v and v[-1] == "2" for v in seen))
+        write_broken_bundle(repo / MODEL / "4")
+        write_bundle(repo / MODEL / "3")
+        wait_until(lambda: all(v and v[-1] == "3" for v in seen))
+        time.sleep(0.3)  # a few more polls: the broken version must not be retried
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert failures == []
+    for versions in seen:
+        assert versions == sorted(versions, key=int)  # never back to an older version
+    failures_total = sample_value(server.registry, "latentwatch_model_load_failures_total", {"model": MODEL})
+    assert failures_total == 1
+    assert server.service.models.versions(MODEL) == ["1", "2", "3"]
+
+
+def test_deadline_is_honoured_and_abandoned_rows_are_not_scored(start_server) -> None:
+    server = start_server(max_batch_delay_s=1.0, max_batch_rows=100000)
+    hold_rows_in_queue(server)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(x_request(normal_rows(3, seed=1)), timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - start < 0.9
+    labels = {"model": MODEL, "method": "Score", "code": "DEADLINE_EXCEEDED"}
+    wait_until(lambda: sample_value(server.registry, "latentwatch_requests_total", labels) == 1)
+    batcher = server.service.models.get(MODEL).batcher
+    wait_until(lambda: batcher.queued_rows == 0, timeout=5)
+    assert sample_value(server.registry, "latentwatch_batch_rows_count", {"model": MODEL}) == 0
+
+
+def test_bearer_tokens(tmp_path: Path, start_server) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# one per line\nsecret-one\n\nsecret-two\n")
+    server = start_server(auth_tokens_file=tokens)
+    x = normal_rows(1, seed=0)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        for metadata in ((), (("authorization", "Bearer nope"),), (("authorization", "secret-two"),)):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Score(x_request(x), metadata=metadata, timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "bearer token" in info.value.details()
+        reply = stub.Score(x_request(x), metadata=(("authorization", "Bearer secret-two"),), timeout=5)
+        assert reply.rows == 1
+        # Health stays open for probes.
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+    with Client(server.target, token="secret-one") as client:
+        assert client.score_x(x, MODEL).rows == 1
+    labels = {"model": MODEL, "method": "Score", "code": "UNAUTHENTICATED"}
+    assert sample_value(server.registry, "latentwatch_requests_total", labels) == 3
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=d,
+    )
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
+    return d
+
+
+def test_tls_and_mutual_tls(certificates: Path, start_server) -> None:
+    pki = certificates
+    server = start_server(tls_cert=pki / "server.pem", tls_key=pki / "server.key", tls_client_ca=pki / "ca.pem")
+    x = normal_rows(2, seed=0)
+    with Client(
+        server.target,
+        tls_ca=pki / "ca.pem",
+        tls_cert=pki / "client.pem",
+        tls_key=pki / "client.key",
+        timeout_s=10,
+    ) as client:
+        assert client.score_x(x, MODEL).rows == 2
+    # Without a client certificate the handshake fails.
+    with Client(server.target, tls_ca=pki / "ca.pem", timeout_s=5) as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.score_x(x, MODEL)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # Plaintext is refused too.
+    with grpc.insecure_channel(server.target) as channel:
+        with pytest.raises(grpc.RpcError):
+            scoring_pb2_grpc.ScoringServiceStub(channel).Score(x_request(x), timeout=5)
+
+
+def test_device_cuda_runs_on_cuda_or_fails_at_start(start_server) -> None:
+    try:
+        server = start_server(device="cuda")
+    except ModelNotReady as err:
+        failure = err.message
+    else:
+        failure = None
+        assert server.service.models.get(MODEL).provider == "CUDAExecutionProvider"
+    if failure is not None:
+        assert "device 'cuda'" in failure
+
+
+def test_missing_repository_fails_at_start(tmp_path: Path, start_server) -> None:
+    with pytest.raises(ConfigError, match="no such directory"):
+        start_server(models=tmp_path / "nowhere")
+
+
+def test_empty_repository_starts_not_ready_then_serves(tmp_path: Path, start_server) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    server = start_server(models=root, reload_interval_s=0.1)
+    with grpc.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="")
+        assert health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        write_bundle(root / MODEL / "1")
+        wait_until(lambda: health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.SERVING)
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        assert stub.Score(x_request(np.zeros((1, 3), np.float32)), timeout=5).rows == 1

@@ -1,0 +1,241 @@
+"""MicroBatcher driven directly: coalescing, splitting, bounds, failures, cancellation, and
+(with a real onnxruntime scorer) the same scores alone as coalesced under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import MicroBatcher
+from service.errors import ResourceExhausted
+from service.scorer import Scorer
+from tests.service.conftest import normal_rows
+
+
+class Recorder:
+    """A row-wise ``run``: returns each row's sum and the rows; records batch sizes."""
+
+    def __init__(self, fail_on: float | None = None, pause_s: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.fail_on = fail_on
+        self.pause_s = pause_s
+        self.lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.batches.append(x.shape[0])
+        if self.pause_s:
+            time.sleep(self.pause_s)
+        if self.fail_on is not None and (x == self.fail_on).any():
+            msg = "poisoned batch"
+            raise RuntimeError(msg)
+        return {"sum": x.sum(axis=1), "rows": x.copy()}
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(2) as pool:
+        yield pool
+
+
+def rows(n: int, start: float) -> np.ndarray:
+    """``(n, 2)`` float32 rows whose first column counts from ``start``."""
+    first = np.arange(start, start + n, dtype=np.float32)
+    return np.stack([first, -first], axis=1)
+
+
+def test_concurrent_callers_are_coalesced_and_each_gets_its_rows(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1000, max_batch_delay_s=0.05)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(*(batcher.submit(rows(i + 1, 100 * i)) for i in range(10)))
+
+    results = asyncio.run(main())
+    assert run.batches == [sum(range(1, 11))]  # one onnxruntime call for all ten callers
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["rows"], rows(i + 1, 100 * i))
+        np.testing.assert_array_equal(result["sum"], np.zeros(i + 1, dtype=np.float32))
+
+
+def test_batches_never_exceed_max_rows_and_large_requests_are_split(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=250, max_batch_delay_s=0.02)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        small = [batcher.submit(rows(100, 1000 * i)) for i in range(5)]
+        return await asyncio.gather(batcher.submit(rows(1100, 10**6)), *small)
+
+    results = asyncio.run(main())
+    assert max(run.batches) <= 250
+    assert sum(run.batches) == 1600
+    np.testing.assert_array_equal(results[0]["rows"], rows(1100, 10**6))  # reassembled, in order
+    for i, result in enumerate(results[1:]):
+        np.testing.assert_array_equal(result["rows"], rows(100, 1000 * i))
+
+
+def test_a_caller_alone_does_not_wait_for_company(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.5)
+
+    async def main() -> list[float]:
+        times = []
+        for i in range(3):  # one after the other: never any company
+            start = time.perf_counter()
+            await batcher.submit(rows(1, i))
+            times.append(time.perf_counter() - start)
+        return times
+
+    assert max(asyncio.run(main())) < 0.1
+    assert run.batches == [1, 1, 1]
+
+
+def test_once_callers_share_batches_the_delay_applies(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.05)
+
+    async def main() -> float:
+        await asyncio.gather(batcher.submit(rows(1, 0)), batcher.submit(rows(1, 1)))  # shared
+        start = time.perf_counter()
+        later = [asyncio.ensure_future(batcher.submit(rows(1, 2)))]
+        await asyncio.sleep(0.01)
+        later.append(asyncio.ensure_future(batcher.submit(rows(1, 3))))  # joins within the delay
+        await asyncio.gather(*later)
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    assert run.batches == [2, 2]
+    assert 0.04 <= elapsed < 0.05 + 0.1
+
+
+def test_full_queue_is_refused_at_once(executor) -> None:
+    # One slot, busy for 0.2 s with a first request: later rows wait in the queue.
+    batcher = MicroBatcher(
+        Recorder(pause_s=0.2),
+        executor=executor,
+        max_batch_rows=1000,
+        max_queue_rows=100,
+        max_concurrent_batches=1,
+    )
+
+    async def main() -> None:
+        busy = asyncio.ensure_future(batcher.submit(rows(1, 0)))
+        await asyncio.sleep(0.05)
+        assert batcher.queued_rows == 0  # running, not queued
+        first = asyncio.ensure_future(batcher.submit(rows(80, 0)))
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 80
+        with pytest.raises(ResourceExhausted, match=r"queue is full \(80 rows waiting, limit 100\)"):
+            await batcher.submit(rows(30, 0))
+        last = asyncio.ensure_future(batcher.submit(rows(20, 0)))  # fits: 80 + 20 <= 100
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 100
+        await asyncio.gather(busy, first, last)
+
+    asyncio.run(main())
+    assert batcher.queued_rows == 0
+
+
+def test_a_failed_batch_fails_its_callers_only(executor) -> None:
+    run = Recorder(fail_on=-7.0)
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=4, max_batch_delay_s=0.02)
+    poisoned = np.full((4, 2), -7.0, dtype=np.float32)
+
+    async def main() -> list:
+        return await asyncio.gather(batcher.submit(poisoned), batcher.submit(rows(4, 0)), return_exceptions=True)
+
+    bad, good = asyncio.run(main())
+    assert isinstance(bad, RuntimeError)
+    np.testing.assert_array_equal(good["rows"], rows(4, 0))
+
+
+def test_abandoned_rows_are_skipped(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1000, max_batch_delay_s=0.05)
+
+    async def main() -> dict[str, np.ndarray]:
+        gone = asyncio.ensure_future(batcher.submit(rows(7, 0)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await batcher.submit(rows(3, 50))
+
+    result = asyncio.run(main())
+    assert run.batches == [3]
+    np.testing.assert_array_equal(result["rows"], rows(3, 50))
+    assert batcher.queued_rows == 0
+
+
+def test_busy_slots_let_the_next_batch_grow(executor) -> None:
+    """While the only slot is busy, later callers pile up into one batch (no extra delay)."""
+    run = Recorder(pause_s=0.1)
+    batcher = MicroBatcher(
+        run,
+        executor=executor,
+        max_batch_rows=1000,
+        max_batch_delay_s=0.0,
+        max_concurrent_batches=1,
+    )
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit(rows(1, 0)))
+        await asyncio.sleep(0.02)  # the first batch is running now
+        await asyncio.gather(first, *(batcher.submit(rows(1, i)) for i in range(1, 9)))
+
+    asyncio.run(main())
+    assert run.batches == [1, 8]
+
+
+def test_disabled_batcher_runs_each_request_alone(executor) -> None:
+    run = Recorder()
+    seen: list[tuple[int, float]] = []
+    batcher = MicroBatcher(run, executor=executor, enabled=False, on_batch=lambda n, s: seen.append((n, s)))
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit(rows(2, i)) for i in range(5)))
+
+    asyncio.run(main())
+    assert run.batches == [2] * 5
+    assert [n for n, _ in seen] == [2] * 5
+    assert all(s >= 0 for _, s in seen)
+
+
+def test_real_scorer_rows_score_the_same_alone_and_coalesced(bundle_dir) -> None:
+    scorer = Scorer.open(bundle_dir, device="cpu", intra_op_threads=1)
+    sizes: list[int] = []
+    rng = np.random.default_rng(0)
+    requests = [normal_rows(int(rng.integers(1, 40)), seed=i) for i in range(60)]
+    alone = [scorer.run(x) for x in requests]
+
+    with ThreadPoolExecutor(2) as pool:
+        batcher = MicroBatcher(
+            scorer.run,
+            executor=pool,
+            max_batch_rows=128,
+            max_batch_delay_s=0.005,
+            max_concurrent_batches=2,
+            on_batch=lambda n, s: sizes.append(n),
+        )
+
+        async def caller(x: np.ndarray, delay: float) -> dict[str, np.ndarray]:
+            await asyncio.sleep(delay)
+            return await batcher.submit(x)
+
+        async def main() -> list[dict[str, np.ndarray]]:
+            delays = rng.uniform(0, 0.02, len(requests))
+            return await asyncio.gather(*(caller(x, d) for x, d in zip(requests, delays, strict=True)))
+
+        coalesced = asyncio.run(main())
+
+    assert len(sizes) < len(requests)  # rows of different callers did share calls
+    assert max(sizes) > max(len(x) for x in requests)
+    assert sum(sizes) == sum(len(x) for x in requests)
+    for x, one, together in zip(requests, alone, coalesced, strict=True):
+        assert set(together) == set(one)
+        for name in one:
+            assert together[name].shape[0] == len(x)
+            np.testing.assert_allclose(together[name], one[name], rtol=1e-6, atol=1e-7)

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,8 @@ class _Call:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             outcome = _Outcome(self, request, context)
             await outcome.begin()
+            if hasattr(request, "__aiter__"):
+                request = outcome.label_from_first(request)
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -216,6 +218,13 @@ class _Outcome:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or unknown bearer token (metadata 'authorization: Bearer <token>')",
             )
+
+    async def label_from_first(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Pass a client stream through, taking the model label from its first message."""
+        async for message in requests:
+            if self.call.counted and not self.model:
+                self.model = self.call.owner.model_label(message)
+            yield message
 
     async def fail(self, err: BaseException) -> None:
         """Map ``err`` to a status and abort; re-raise cancellations and aborts."""

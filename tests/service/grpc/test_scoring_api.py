@@ -149,6 +149,13 @@ def test_stream_answers_in_order_and_survives_a_bad_batch(stub) -> None:
         np.testing.assert_allclose(np.asarray(reply.result.neg_elbo), reference_outputs(x)["neg_elbo"], rtol=1e-6)
 
 
+def test_a_stream_is_counted_under_its_model(server, stub) -> None:
+    labels = {"model": MODEL, "method": "StreamScore", "code": "OK"}
+    before = sample_value(server.registry, "latentwatch_requests_total", labels)
+    list(stub.StreamScore(iter([x_request(normal_rows(3, seed=1))]), timeout=20))
+    assert sample_value(server.registry, "latentwatch_requests_total", labels) == before + 1
+
+
 def test_stream_in_lockstep(stub) -> None:
     """A client that waits for each answer before sending the next must not stall."""
     outbox: queue.Queue = queue.Queue()

@@ -19,6 +19,7 @@ is replaced or removed finish on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -77,8 +78,9 @@ class ReloadReport:
         return bool(self.loaded or self.removed)
 
 
+@functools.lru_cache(maxsize=4096)
 def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
-    """Numeric-aware sort key: digit runs compare as numbers, the rest as text."""
+    """Numeric-aware sort key: digit runs compare as numbers, the rest as text (cached: every request asks)."""
     parts = re.split(r"(\d+)", version)
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p)
 

@@ -32,7 +32,6 @@ import datetime as dt
 import functools
 import json
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -40,13 +39,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from results_file import machine, versions, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -225,26 +224,7 @@ def dask_engine(bundle: Path, data: Path, out: Path, rows: int, workers: int, wo
     return Run(label, rows, measured["seconds"], note=note)
 
 
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cores} cores ({cpu}), {platform.system()}, Python {platform.python_version()}"
-
-
-def versions() -> str:
-    names = ("numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime", "dask", "distributed", "torch")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
+PACKAGES = ("numpy", "pandas", "pyarrow", "onnxruntime-gpu", "onnxruntime", "dask", "distributed", "torch")
 
 
 def render(runs: dict[str, Run], command: str, bundle_info: str, load: float) -> str:
@@ -256,7 +236,7 @@ def render(runs: dict[str, Run], command: str, bundle_info: str, load: float) ->
         "",
         f"- command: `{command}`",
         f"- date: {dt.date.today().isoformat()}; machine: {machine()}; load average (1 min) at the start: {load:.2f}",
-        f"- packages: {versions()}",
+        f"- packages: {versions(PACKAGES)}",
         f"- data: {N_FEATURES} float64 features (4 latent factors + noise), Parquet (snappy, row groups of "
         f"{ROW_GROUP_ROWS:,} rows); output Parquet with the 5 score columns and `error`",
         f"- bundle: {bundle_info}",
@@ -294,17 +274,6 @@ def render(runs: dict[str, Run], command: str, bundle_info: str, load: float) ->
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the batch section of ``path`` (or append it); other sections are left as they are."""
-    text = path.read_text() if path.exists() else "# latentwatch benchmark results\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(runs, command, bundle_info, load)
     print(section)
     if not args.no_write:
-        write_section(args.results, section)
+        write_section(args.results, section, MARK_START, MARK_END)
         print(f"written to {args.results}")
     return 0
 

@@ -31,7 +31,6 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -40,12 +39,12 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from results_file import machine, versions, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 1
@@ -585,26 +584,7 @@ def collection_section(title: str, rows: pd.DataFrame, order: Sequence[str]) -> 
     return out
 
 
-def package_versions() -> str:
-    names = ("numpy", "scikit-learn", "pyod", "torch", "onnxruntime-gpu", "onnxruntime")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cores} cores ({cpu}), {platform.system()}, Python {platform.python_version()}"
+PACKAGES = ("numpy", "scikit-learn", "pyod", "torch", "onnxruntime-gpu", "onnxruntime")
 
 
 def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
@@ -614,7 +594,7 @@ def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
     out += [
         f"- command: `{meta['command']}`",
         f"- date: {meta['date']}; machine: {machine()}; jobs: {meta['jobs']}",
-        f"- packages: {package_versions()}",
+        f"- packages: {versions(PACKAGES)}",
         f"- seeds: {meta['seeds']}; one thread per task; ROC-AUC/AP averaged over seeds, "
         "then over datasets; mean rank over the ranked detectors per dataset (1 = best); "
         "`detector[score]` rows are the lw models' single scores, not ranked",
@@ -629,18 +609,6 @@ def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
             title = f"{title} ({part['dataset'].nunique()} datasets)"
             out += collection_section(title, part, order)
     return "\n".join([*out, MARK_END]) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the marked section of ``path`` (create the file, or append, if needed)."""
-    text = path.read_text() if path.exists() else "# latentwatch benchmark results\n\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(MARK_END) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------- main
@@ -737,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render_report(records, meta)
     print(section)
     if not args.no_write:
-        write_section(args.results, section)
+        write_section(args.results, section, MARK_START, MARK_END)
     return 1 if failures else 0
 
 

@@ -47,11 +47,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -66,12 +64,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from results_file import machine, versions, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -889,23 +887,6 @@ def top_own(profiles: list[Profiled], k: int = 6) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    return f"{cores} cores ({cpu}), {platform.system()}, Python {platform.python_version()}"
-
-
-def versions(names: tuple[str, ...]) -> str:
-    found = []
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found.append(f"{name} {metadata.version(name)}")
-    return ", ".join(found)
-
-
 def peer_versions(python: Path) -> str:
     code = "import mlserver, onnxruntime, grpc; print(mlserver.__version__, onnxruntime.__version__, grpc.__version__)"
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
@@ -990,17 +971,6 @@ def render(f: Figures, ctx: Context, profiles: list[Profiled]) -> str:
         lines += ["- innermost latentwatch frame, share of the same samples:", *top_own(profiles)]
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the serving section of ``path`` (or append it); other sections are left as they are."""
-    text = path.read_text() if path.exists() else "# latentwatch benchmark results\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + "\n" + section
-    path.write_text(text)
 
 
 # ---------------------------------------------------------------- main
@@ -1158,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
         section = render(figures, ctx, profiles)
     print(section)
     if not args.no_write:
-        write_section(args.results, section)
+        write_section(args.results, section, MARK_START, MARK_END)
         print(f"written to {args.results}")
     return 0
 

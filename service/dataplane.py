@@ -24,7 +24,7 @@ from service.errors import InvalidInput, ModelNotFound
 from service.features import encode_frame
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
-from service.scorer import Scorer, Scores
+from service.scorer import Scorer, Scores, resolve_alpha
 
 SERVER_NAME = "latentwatch"
 
@@ -233,37 +233,17 @@ def scoring_function(
     so they are computed once per batch, where the batch runs, and fed to the p-value
     histogram and drift window there; each request then only applies its own alpha.
     """
-    manifest = scorer.manifest
-    primary = manifest.primary_score
-    sorted_calibration = np.sort(np.asarray(manifest.calibration.scores, dtype=np.float64))
+    primary = scorer.manifest.primary_score
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         outputs = scorer.run(x)
-        p = calibration.p_values(outputs[primary], sorted_calibration)
+        p = scorer.p_values(outputs[primary])
         if metrics is not None:
             metrics.observe_p_values(name, p)
         outputs["p_value"] = p
         return outputs
 
     return run
-
-
-def resolve_alpha(alpha: float | None, manifest: Manifest) -> float:
-    """The request's alpha if set, else the bundle's; must lie in (0, 1).
-
-    Raises:
-        InvalidInput: an alpha outside (0, 1) or not a number.
-    """
-    if alpha is None:
-        return manifest.calibration.alpha
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
-        raise InvalidInput(msg)
-    return value
 
 
 def check_column_names(model: str, names: Sequence[str], manifest: Manifest) -> None:

@@ -193,10 +193,10 @@ class Scorer:
         Raises:
             InvalidInput: bad ``x`` or ``alpha``.
         """
-        alpha = self._resolve_alpha(alpha)
+        alpha = resolve_alpha(alpha, self.manifest)
         outputs = self.run(x)
         primary = self.manifest.primary_score
-        p = calibration.p_values(outputs[primary], self._calibration)
+        p = self.p_values(outputs[primary])
         return Scores(
             **{name: outputs[name] for name in OUTPUT_NAMES},
             p_value=p,
@@ -204,6 +204,13 @@ class Scorer:
             primary_score=primary,
             alpha=alpha,
         )
+
+    def p_values(self, primary_scores: np.ndarray) -> np.ndarray:
+        """Conformal p-values ``(n_rows,)`` of primary scores against the bundle's calibration.
+
+        Lower = more anomalous; they do not depend on alpha.
+        """
+        return calibration.p_values(primary_scores, self._calibration)
 
     def score_frame(
         self,
@@ -265,18 +272,6 @@ class Scorer:
             )
             raise InvalidInput(msg)
         return x
-
-    def _resolve_alpha(self, alpha: float | None) -> float:
-        if alpha is None:
-            return self.manifest.calibration.alpha
-        try:
-            value = float(alpha)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not 0.0 < value < 1.0:
-            msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
-            raise InvalidInput(msg)
-        return value
 
     def _run_chunk(self, x: np.ndarray) -> dict[str, np.ndarray]:
         values = self._session.run(self._output_names, {INPUT_NAME: x})
@@ -382,3 +377,21 @@ def _try_cuda_session(bundle: Bundle, options: ort.SessionOptions) -> tuple[ort.
             "CUDA/cuDNN libraries are missing; onnxruntime's log says which)"
         )
     return session, _cuda_failure or ""
+
+
+def resolve_alpha(alpha: float | None, manifest: Manifest) -> float:
+    """The request's alpha if set, else the bundle's; must lie in (0, 1).
+
+    Raises:
+        InvalidInput: an alpha outside (0, 1) or not a number.
+    """
+    if alpha is None:
+        return manifest.calibration.alpha
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
+        raise InvalidInput(msg)
+    return value

@@ -72,6 +72,7 @@ CONTRACT_METRICS = (
     "latentwatch_p_value",
     "latentwatch_queue_rows",
     "latentwatch_model_info",
+    "latentwatch_model_alpha",
     "latentwatch_model_load_failures",
     "latentwatch_p_value_drift",
 )
@@ -250,6 +251,12 @@ class Metrics:
             ["model", "version", "model_type", "provider"],
             registry=r,
         )
+        self.model_alpha = Gauge(
+            f"{PREFIX}_model_alpha",
+            "The bundle's alpha (target false-positive rate) of each model version being served",
+            ["model", "version"],
+            registry=r,
+        )
         self.model_load_failures = Counter(
             f"{PREFIX}_model_load_failures_total",
             "Model versions refused at load (bad manifest, digest, graph or warm-up)",
@@ -318,18 +325,26 @@ class Metrics:
         """Where ``latentwatch_queue_rows`` comes from: model -> rows queued, read at scrape."""
         self._queues.source = source
 
-    def model_loaded(self, model: str, version: str, model_type: str, provider: str) -> None:
+    def model_loaded(
+        self, model: str, version: str, model_type: str, provider: str, alpha: float | None = None
+    ) -> None:
         self.model_info.labels(model, version, model_type, provider).set(1)
+        if alpha is not None:
+            self.model_alpha.labels(model, version).set(alpha)
         # Make the per-version counters visible at 0 before the first request.
         self.rows_scored.labels(model, version)
         self.anomalies.labels(model, version)
         self.model_load_failures.labels(model)
 
     def model_unloaded(self, model: str, version: str, model_type: str, provider: str) -> None:
-        try:
-            self.model_info.remove(model, version, model_type, provider)
-        except KeyError:
-            pass
+        for gauge, labels in (
+            (self.model_info, (model, version, model_type, provider)),
+            (self.model_alpha, (model, version)),
+        ):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                pass
 
     def load_failed(self, model: str) -> None:
         self.model_load_failures.labels(model).inc()

@@ -280,7 +280,9 @@ class ModelRegistry:
         if current is not None:
             self._record_unload(current)
         if self._metrics is not None:
-            self._metrics.model_loaded(name, version, scorer.manifest.model_type, scorer.provider)
+            self._metrics.model_loaded(
+                name, version, scorer.manifest.model_type, scorer.provider, alpha=scorer.manifest.calibration.alpha
+            )
         logger.info(
             "serving model %s version %s from %s on %s%s",
             name,

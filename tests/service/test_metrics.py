@@ -33,6 +33,7 @@ CONTRACT = {
     "latentwatch_p_value": ("histogram", {"model"}),
     "latentwatch_queue_rows": ("gauge", {"model"}),
     "latentwatch_model_info": ("gauge", {"model", "version", "model_type", "provider"}),
+    "latentwatch_model_alpha": ("gauge", {"model", "version"}),
     "latentwatch_model_load_failures": ("counter", {"model"}),
     "latentwatch_p_value_drift": ("gauge", {"model"}),
 }
@@ -41,7 +42,7 @@ CONTRACT = {
 def exercised() -> Metrics:
     """Metrics after one of everything, so every labelled family has a sample."""
     metrics = Metrics(CollectorRegistry())
-    metrics.model_loaded("m", "1", "vae", "CPUExecutionProvider")
+    metrics.model_loaded("m", "1", "vae", "CPUExecutionProvider", alpha=0.01)
     metrics.observe_request("m", "Score", "OK", 0.003)
     metrics.observe_batch("m", 16, 0.001)
     metrics.observe_scores("m", "1", np.array([0.5, 0.004]), np.array([False, True]))

@@ -18,7 +18,7 @@ from service.errors import ModelNotFound
 from service.metrics import Metrics
 from service.registry import ModelRegistry, version_key
 from service.scorer import Scorer
-from tests.service.conftest import normal_rows, reference_outputs, write_bundle
+from tests.service.conftest import ALPHA, normal_rows, reference_outputs, write_bundle
 
 
 @pytest.fixture
@@ -159,6 +159,9 @@ def test_removed_version_is_unloaded(tmp_path: Path, make_registry, metrics) -> 
     assert registry.get("sensors").version == "1"
     assert info(metrics, "sensors", "2") is None
     assert info(metrics, "sensors", "1") == 1
+    alpha = metrics.registry.get_sample_value
+    assert alpha("latentwatch_model_alpha", {"model": "sensors", "version": "1"}) == ALPHA
+    assert alpha("latentwatch_model_alpha", {"model": "sensors", "version": "2"}) is None
 
 
 def test_in_flight_request_finishes_on_the_old_version(tmp_path: Path, make_registry) -> None:

@@ -30,3 +30,14 @@ def scoring_table(n_rows: int = 2500, seed: int = 1) -> pd.DataFrame:
     # Unusual rows, so that some are flagged.
     frame.loc[frame.index[::97], "power"] = 40.0
     return frame
+
+
+def corrupt_csv(path: Path, bad: dict[int, tuple[str, str]]) -> None:
+    """Overwrite cells of a CSV file: ``{row: (column, text)}``, rows counted from 0 after the header."""
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    for row, (column, text) in bad.items():
+        cells = lines[row + 1].split(",")
+        cells[header.index(column)] = text
+        lines[row + 1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ from service.batch.dask import BundlePayload, Piece, plan_pieces, score_pandas
 from service.batch.io import InputFile
 from service.batch.local import ScoreOptions, run_job
 from service.errors import InvalidInput
-from tests.service.batch.conftest import scoring_table
+from tests.service.batch.conftest import corrupt_csv, scoring_table
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +35,6 @@ def _worker_scorers() -> list[str]:
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pieces of 400 rows, so that a small file keeps both workers busy."""
     monkeypatch.setattr(dask_engine, "PIECE_ROWS", 400)
-
-
-def corrupt_csv(path: Path, bad: dict[int, tuple[str, str]]) -> None:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    for row, (column, text) in bad.items():
-        cells = lines[row + 1].split(",")
-        cells[header.index(column)] = text
-        lines[row + 1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.mark.usefixtures("small_pieces")

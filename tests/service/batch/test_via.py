@@ -15,7 +15,7 @@ from service.batch.local import ScoreOptions, run_job
 from service.bundle import file_sha256, load_bundle
 from service.config import ServiceConfig
 from service.errors import BundleError, ConfigError, ModelNotFound, ModelNotReady
-from tests.service.batch.conftest import scoring_table
+from tests.service.batch.conftest import corrupt_csv, scoring_table
 from tests.service.grpc.conftest import ServerThread
 
 
@@ -33,16 +33,6 @@ def served(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     server = ServerThread(config).start()
     yield server
     server.stop()
-
-
-def corrupt_csv(path: Path, bad: dict[int, tuple[str, str]]) -> None:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    for row, (column, text) in bad.items():
-        cells = lines[row + 1].split(",")
-        cells[header.index(column)] = text
-        lines[row + 1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def test_via_the_service_equals_the_local_engine(served: ServerThread, trained_bundle: Path, tmp_path: Path) -> None:

@@ -229,7 +229,10 @@ def _train_and_write(
         features,
     )
     primary = "neg_elbo" if settings.score == "auto" else settings.score
-    holdout_scores = session.run([primary], {"x": x_normal[holdout_idx]})[0]
+    held = dict(
+        zip([o.name for o in session.get_outputs()], session.run(None, {"x": x_normal[holdout_idx]}), strict=True)
+    )
+    holdout_scores = held[primary]
     manifest = Manifest(
         name=settings.name or _default_name(source),
         version=settings.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
@@ -249,11 +252,12 @@ def _train_and_write(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latentwatch_version=_version(),
     )
-    holdout_latent = session.run(["latent"], {"x": x_normal[holdout_idx][:512]})[0]
-    manifest, synthetic = add_decoder(staging, pre, net, manifest, holdout_latent, x_normal[train_idx], settings.seed)
+    manifest, synthetic = add_decoder(
+        staging, pre, net, manifest, held["latent"][:512], x_normal[train_idx], settings.seed
+    )
     write_manifest(staging, manifest)
     if settings.report:
-        _write_report(staging, graph, session, manifest, fit_result, x_normal[holdout_idx], anomalies)
+        _write_report(staging, session, manifest, fit_result, held, anomalies)
         write_fidelity_report(staging / "report", synthetic, manifest.features)
     return manifest, fit_result, graph
 
@@ -288,15 +292,17 @@ def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity
     }
 
 
-def _write_report(staging, graph, session, manifest, fit_result, x_holdout, anomalies) -> None:
-    """The human report under ``report/``; never fails the training run."""
+def _write_report(staging, session, manifest, fit_result, held, anomalies) -> None:
+    """The human report under ``report/``; ``held`` are the graph's outputs on the holdout rows.
+
+    Never fails the training run.
+    """
     try:
         from training.report import write_report
     except ImportError:
         return
     primary = manifest.primary_score
     names = [o.name for o in session.get_outputs()]
-    held = dict(zip(names, session.run(None, {"x": x_holdout}), strict=True))
     anomaly_scores, anomaly_latent = None, None
     if len(anomalies):
         x_anom = encode_frame(anomalies, manifest.features, strict=False).x

@@ -64,6 +64,35 @@ LW_DETECTORS = ("lw-vae", "lw-aae", "lw-ae", "lw-vaegan", "lw-hvae")
 BASELINES = SKLEARN_DETECTORS + PYOD_DETECTORS
 ALL_DETECTORS = BASELINES + LW_DETECTORS
 LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary score
+
+
+def _epoch_schedule(n_train: int) -> dict[str, int]:
+    """The reference VAE's schedule in epochs (warm-up 20, patience 15, at most 200)."""
+    batch = min(256, max(32, n_train // 20))
+    per_epoch = max(1, -(-n_train // batch))
+    return {"warmup_steps": 20 * per_epoch, "patience_steps": 15 * per_epoch, "max_steps": 200 * per_epoch}
+
+
+# Variants of the default (``lw-vae~NAME``), one choice changed each; shown, never ranked.
+# Each maps to (what changes, trainer overrides or a function of the training row count).
+# ``seed_offset`` is added to the model's seed only (the protocol's train/test split stays):
+# that variant measures how much the means move with the seed alone.
+ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]]] = {
+    "one-draw": ("1 fixed draw of z in the graph instead of 8", {"draws": 1}),
+    "four-draws": ("4 fixed draws of z in the graph instead of 8", {"draws": 4}),
+    "epoch-schedule": (
+        "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 5,000)",
+        _epoch_schedule,
+    ),
+    "no-weight-decay": ("AdamW weight decay 0 instead of 1e-4", {"weight_decay": 0.0}),
+    "no-variance-floor": ("decoder std floor 1e-4 instead of 0.01 (standardized units)", {"min_scale": 1e-4}),
+    "holdout-10": ("10% of the training rows held out (early stopping, calibration) instead of 20%",
+                   {"validation_fraction": 0.1}),
+    "other-seed": ("model seed + 100: holdout rows, initialization, batches and draws change; nothing else",
+                   {"seed_offset": 100}),
+}  # fmt: skip
+ABLATED = tuple(f"lw-vae~{name}" for name in ABLATIONS)
+KNOWN_DETECTORS = ALL_DETECTORS + ABLATED
 ALPHAS = (0.01, 0.05)
 
 TRAIN_SHARE = 0.6
@@ -303,6 +332,19 @@ def lw_record(y: np.ndarray, scores: Any, primary: str) -> Record:
     return record
 
 
+def is_latentwatch(detector: str) -> bool:
+    return detector.startswith("lw-")
+
+
+def lw_overrides(detector: str, n_train: int) -> dict[str, Any]:
+    """Trainer overrides of ``lw-MODEL~ABLATION`` (none for a plain ``lw-MODEL``)."""
+    _, _, ablation = detector.partition("~")
+    if not ablation:
+        return {}
+    overrides = ABLATIONS[ablation][1]
+    return overrides(n_train) if callable(overrides) else dict(overrides)
+
+
 def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
     """Train a bundle with the model's defaults on the raw train columns; score the test rows."""
     ensure_repo_importable()
@@ -310,18 +352,21 @@ def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
 
     torch_setup(seed)
     train, test = split_indices(ds.y, seed)
-    model = detector.removeprefix("lw-")
+    model = detector.removeprefix("lw-").partition("~")[0]
+    overrides = lw_overrides(detector, int(train.size))
+    model_seed = seed + overrides.pop("seed_offset", 0)
     with tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp:
         start = time.perf_counter()
         result = train_bundle(
             ds.frame.iloc[train].reset_index(drop=True), Path(tmp) / "bundle",
-            model=model, seed=seed, quiet=True,
+            model=model, seed=model_seed, overrides=overrides, quiet=True,
         )  # fmt: skip
         trained = time.perf_counter()
         scores, primary = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
         done = time.perf_counter()
     record = lw_record(ds.y[test], scores, primary)
     record |= {
+        "overrides": overrides | {"seed": model_seed},
         "fit_seconds": float(result.seconds),
         "train_wall_seconds": trained - start,
         "score_seconds": done - trained,
@@ -350,7 +395,7 @@ def run_task(task: Task, root: Path) -> Record:
     base = {"detector": task.detector, "dataset": task.dataset, "seed": task.seed}
     try:
         ds = load_dataset(root, task.dataset)
-        run = run_latentwatch if task.detector in LW_DETECTORS else run_baseline
+        run = run_latentwatch if is_latentwatch(task.detector) else run_baseline
         record = run(task.detector, ds, task.seed)
     except Exception:
         return base | {"error": traceback.format_exc()}
@@ -405,7 +450,7 @@ def write_cached(cache: Path, record: Record) -> None:
 def task_cost(task: Task, root: Path) -> float:
     """Rough relative cost, to start the slow tasks first."""
     ds = load_dataset(root, task.dataset)
-    weight = 20.0 if task.detector in LW_DETECTORS + PYOD_DETECTORS else 1.0
+    weight = 20.0 if is_latentwatch(task.detector) or task.detector in PYOD_DETECTORS else 1.0
     return weight * len(ds.y) * (ds.frame.shape[1] + 10)
 
 
@@ -463,14 +508,16 @@ def result_rows(records: Iterable[Record]) -> pd.DataFrame:
         fpr = {f"fpr_{a}": r.get("fpr", {}).get(str(a), np.nan) for a in ALPHAS}
         metrics = {"roc_auc": r["roc_auc"], "ap": r["ap"]}
         rows.append(base | fpr | metrics | {"detector": r["detector"]})
+        if "~" in r["detector"]:
+            continue  # an ablation: its primary score only
         for name, m in r.get("scores", {}).items():
             rows.append(base | {"detector": f"{r['detector']}[{name}]"} | m)
     return pd.DataFrame(rows)
 
 
 def is_ranked(detector: str) -> bool:
-    """Score variants such as ``lw-vae[recon_error]`` are shown but not ranked."""
-    return "[" not in detector
+    """Score variants (``lw-vae[recon_error]``) and ablations (``lw-vae~one-draw``) are shown, not ranked."""
+    return "[" not in detector and "~" not in detector
 
 
 def ordered_columns(detectors: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -584,6 +631,26 @@ def collection_section(title: str, rows: pd.DataFrame, order: Sequence[str]) -> 
     return out
 
 
+def ablation_table(rows: pd.DataFrame, default: str = "lw-vae") -> list[str]:
+    """Each ablation of the default beside it: means, the difference, datasets better/worse."""
+    roc = rows.pivot_table(index="dataset", columns="detector", values="roc_auc", aggfunc="mean")
+    ap = rows.pivot_table(index="dataset", columns="detector", values="ap", aggfunc="mean")
+    names = [d for d in ABLATED if d in roc.columns]
+    if default not in roc.columns or not names:
+        return []
+    body = [[f"{default} (the default)", "–", fmt(roc[default].mean()), fmt(ap[default].mean()), "–", "–"]]
+    for d in names:
+        diff = (roc[d] - roc[default]).dropna()
+        ablation = d.partition("~")[2]
+        body.append([
+            d, ABLATIONS[ablation][0], fmt(roc[d].mean()), fmt(ap[d].mean()),
+            f"{diff.mean():+.3f}", f"{int((diff > 0.001).sum())} / {int((diff < -0.001).sum())} of {diff.size}",
+        ])  # fmt: skip
+    header = ["detector", "changed", "mean ROC-AUC", "mean AP", "ROC-AUC minus the default's"]
+    header += ["datasets better / worse"]
+    return markdown_table(header, body)
+
+
 PACKAGES = ("numpy", "scikit-learn", "pyod", "torch", "onnxruntime-gpu", "onnxruntime")
 
 
@@ -604,10 +671,14 @@ def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
         out += [f"- **incomplete**: {meta['missing']} task(s) missing or failed", ""]
     if not rows.empty:
         order = meta["detectors"]
+        ablations = rows["detector"].str.contains("~", regex=False)
         for kind, title in (("adbench", "ADBench"), ("mixed", "Mixed-type tables")):
-            part = rows[rows["kind"] == kind]
+            part = rows[(rows["kind"] == kind) & ~ablations]
             title = f"{title} ({part['dataset'].nunique()} datasets)"
             out += collection_section(title, part, order)
+            table = ablation_table(rows[rows["kind"] == kind])
+            if table:
+                out += [f"#### Variants of the default ({kind}): one choice changed at a time", "", *table, ""]
     return "\n".join([*out, MARK_END]) + "\n"
 
 
@@ -639,7 +710,8 @@ def detector_list(value: str) -> list[str]:
         "all": ALL_DETECTORS, "baselines": BASELINES, "sklearn": SKLEARN_DETECTORS,
         "pyod": PYOD_DETECTORS, "lw": LW_DETECTORS,
     }  # fmt: skip
-    return parse_list(value, ALL_DETECTORS, aliases)
+    aliases["ablations"] = ABLATED
+    return parse_list(value, KNOWN_DETECTORS, aliases)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -655,7 +727,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--detectors",
         type=detector_list,
         default=list(ALL_DETECTORS),
-        help=f"comma list of {', '.join(ALL_DETECTORS)}, or all/baselines/pyod/lw",
+        help=f"comma list of {', '.join(ALL_DETECTORS)}, lw-vae~ABLATION ({', '.join(ABLATIONS)}), "
+        "or all/baselines/pyod/lw/ablations",
     )
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (1 thread each)")
     p.add_argument(
@@ -677,9 +750,9 @@ def plan(args: argparse.Namespace) -> tuple[list[Task], list[Task]]:
     detectors, datasets, seeds = args.detectors, args.datasets, args.seeds
     tasks = [Task(d, ds, s) for d in detectors for ds in datasets for s in seeds]
     pending = [t for t in tasks if args.refresh or read_cached(args.cache, t) is None]
-    if any(t.detector in LW_DETECTORS for t in pending) and not latentwatch_available():
+    if any(is_latentwatch(t.detector) for t in pending) and not latentwatch_available():
         print("skipping the lw detectors' uncached tasks", file=sys.stderr)
-        pending = [t for t in pending if t.detector not in LW_DETECTORS]
+        pending = [t for t in pending if not is_latentwatch(t.detector)]
     return tasks, pending
 
 

@@ -1,0 +1,64 @@
+"""The detection benchmark's variants of the default and their table (no datasets needed)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def detection():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("detection")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_a_variant_changes_one_trainer_setting(detection) -> None:
+    assert detection.lw_overrides("lw-vae~one-draw", 1000) == {"draws": 1}
+    assert detection.lw_overrides("lw-vae", 1000) == {}
+
+
+def test_the_epoch_schedule_follows_the_training_rows(detection) -> None:
+    # 1,000 rows: batch 50, 20 steps per epoch.
+    assert detection.lw_overrides("lw-vae~epoch-schedule", 1000) == {
+        "warmup_steps": 400,
+        "patience_steps": 300,
+        "max_steps": 4000,
+    }
+
+
+def test_variants_are_listed_and_never_ranked(detection) -> None:
+    names = detection.detector_list("knn,ablations")
+    assert names[0] == "knn"
+    assert set(names[1:]) == set(detection.ABLATED)
+    assert detection.is_ranked("lw-vae")
+    assert not detection.is_ranked("lw-vae~one-draw")
+    assert not detection.is_ranked("lw-vae[recon_error]")
+
+
+def test_an_unknown_variant_is_refused(detection) -> None:
+    with pytest.raises(Exception, match="unknown name 'lw-vae~nope'"):
+        detection.detector_list("lw-vae~nope")
+
+
+def test_the_variant_table_compares_each_variant_with_the_default(detection) -> None:
+    rows = pd.DataFrame(
+        [
+            {"detector": "lw-vae", "dataset": "a", "roc_auc": 0.90, "ap": 0.5},
+            {"detector": "lw-vae", "dataset": "b", "roc_auc": 0.80, "ap": 0.4},
+            {"detector": "lw-vae~one-draw", "dataset": "a", "roc_auc": 0.85, "ap": 0.45},
+            {"detector": "lw-vae~one-draw", "dataset": "b", "roc_auc": 0.80, "ap": 0.40},
+        ]
+    )
+    table = detection.ablation_table(rows)
+    line = next(row for row in table if row.startswith("| lw-vae~one-draw"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == ["0.825", "0.425", "-0.025", "0 / 1 of 2"]

@@ -63,6 +63,36 @@ def test_concurrent_callers_are_coalesced_and_each_gets_its_rows(executor) -> No
         np.testing.assert_array_equal(result["sum"], np.zeros(i + 1, dtype=np.float32))
 
 
+class Overlap(Recorder):
+    """A ``run`` that records how many calls were running at once."""
+
+    def __init__(self, pause_s: float) -> None:
+        super().__init__(pause_s=pause_s)
+        self.running = 0
+        self.most_at_once = 0
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return super().__call__(x)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_one_large_request_is_scored_on_every_inference_thread(executor) -> None:
+    run = Overlap(pause_s=0.05)
+    batcher = MicroBatcher(
+        run, executor=executor, max_batch_rows=512, max_batch_delay_s=0.001, max_concurrent_batches=2
+    )
+    result = asyncio.run(batcher.submit(rows(1024, 0)))
+    assert run.batches == [512, 512]
+    assert run.most_at_once == 2  # both halves ran at the same time
+    np.testing.assert_array_equal(result["rows"], rows(1024, 0))
+
+
 def test_batches_never_exceed_max_rows_and_large_requests_are_split(executor) -> None:
     run = Recorder()
     batcher = MicroBatcher(run, executor=executor, max_batch_rows=250, max_batch_delay_s=0.02)

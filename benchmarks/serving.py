@@ -838,8 +838,9 @@ def bars(f: Figures, delay_ms: float) -> list[str]:
     cores_note = ""
     if cores:
         cores_note = (
-            f" MLServer with {CORES} intra-op threads (every core, as latentwatch uses for a request split into "
-            f"parts on its inference threads) does {fmt_rate(cores.rows_per_s)} rows/s, p50 {cores.p50_ms:.2f} ms, "
+            f" MLServer with {CORES} intra-op threads (every core, as latentwatch uses for a lone large request "
+            f"shared out over its inference threads) does {fmt_rate(cores.rows_per_s)} rows/s, "
+            f"p50 {cores.p50_ms:.2f} ms, "
             f"with {fmt_rate(f.inproc_all_cores(1024))} rows/s in-process at {CORES} threads; the ratio is against "
             "MLServer's better configuration."
         )
@@ -938,8 +939,8 @@ class Context:
 STREAM_NOTE = (
     "StreamScore keeps up to 8 messages in flight, so the server runs two onnxruntime calls at once "
     "(`--inference-threads`, default 2, each call with the 1 intra-op thread): at 1024 rows per message it can pass "
-    "the single-call in-process figure. So can a unary 1024-row request: it is split into parts of "
-    "`--max-batch-rows` that run at once."
+    "the single-call in-process figure. So can a lone unary 1024-row request: it finds both inference threads "
+    "idle and is shared out over them."
 )
 
 
@@ -961,8 +962,8 @@ def render(f: Figures, ctx: Context, profiles: list[Profiled]) -> str:
         f"{min(other):.2f}-{max(other):.2f}",
         f"- bundle: {ctx.bundle_info}",
         f"- servers, all on loopback at once, {ctx.threads} onnxruntime intra-op thread each: `latentwatch serve` "
-        f"(micro-batching on: at most {ctx.batch_rows} rows per onnxruntime call, larger requests split into parts "
-        f"that run on {ctx.inference_threads} inference threads at once; delay {ctx.delay_ms:g} ms) and "
+        f"(micro-batching on: at most {ctx.batch_rows} rows per onnxruntime call, a lone large request shared out "
+        f"over its {ctx.inference_threads} inference threads; delay {ctx.delay_ms:g} ms) and "
         "`latentwatch serve --no-batching` "
         f"({versions(('grpcio', 'protobuf', 'onnxruntime-gpu', 'onnxruntime', 'numpy'))}); MLServer via "
         f"`../shared/peers/mlserver/serve.sh` (parallel_workers 0, batching off; {ctx.peer}), and for the 1024-row "

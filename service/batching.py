@@ -11,6 +11,11 @@ the last second): a caller alone is served at once. A request larger than
 ``max_batch_rows`` is split into parts first. While every batch slot is busy, new parts keep
 queueing, so under load batches grow without any extra delay.
 
+A large request that arrives while inference threads are idle and nothing is queued is shared
+out over those threads instead (parts of at least ``SPLIT_MIN_ROWS`` rows, each run alone), so
+a lone 1024-row request uses two cores. Under load it is not: splitting then only adds thread
+hand-offs.
+
 The queue is bounded in rows: a request that would overflow it fails at once with
 :class:`~service.errors.ResourceExhausted`. A failed batch fails its callers only. A caller
 that goes away (cancelled, deadline) has its queued rows skipped. The collector task lives
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 RunFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 # After a batch shared by several callers, wait for company this long (seconds).
 COMPANY_MEMORY_S = 1.0
+# A share of a large request smaller than this is not worth a thread hand-off.
+SPLIT_MIN_ROWS = 256
 Outputs = dict[str, np.ndarray]
 
 
@@ -54,6 +61,7 @@ class _Part:
     x: np.ndarray  # (rows, n_features) float32
     future: asyncio.Future[Outputs]
     enqueued: float  # loop.time() when queued, seconds
+    alone: bool = False  # a share of a large request spread over idle threads: never merged
 
     @property
     def rows(self) -> int:
@@ -140,9 +148,10 @@ class MicroBatcher:
             self._slots = asyncio.Semaphore(self._max_concurrent)
             self._full = asyncio.Event()
         now = loop.time()
+        size = self._part_rows(n)
         parts = [
-            _Part(x[start : start + self._max_rows], loop.create_future(), now)
-            for start in range(0, max(n, 1), self._max_rows)
+            _Part(x[start : start + size], loop.create_future(), now, alone=size < self._max_rows)
+            for start in range(0, max(n, 1), size)
         ]
         self._queue.extend(parts)
         self._queued_rows += n
@@ -154,6 +163,14 @@ class MicroBatcher:
             return await parts[0].future
         results = await asyncio.gather(*(p.future for p in parts))
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _part_rows(self, n: int) -> int:
+        """Rows per part of an ``n``-row request: ``max_batch_rows``, or fewer to share a lone
+        large request out over the idle inference threads."""
+        idle = self._max_concurrent - len(self._running)
+        if idle > 1 and not self._queue and n >= 2 * SPLIT_MIN_ROWS:
+            return min(self._max_rows, max(SPLIT_MIN_ROWS, -(-n // idle)))
+        return self._max_rows
 
     async def _run_alone(self, x: np.ndarray) -> Outputs:
         start = time.perf_counter()
@@ -175,7 +192,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while self._queue:
             deadline = self._queue[0].enqueued + self._delay
-            while self._queued_rows < self._max_rows and self._company_likely():
+            while self._queued_rows < self._max_rows and not self._queue[0].alone and self._company_likely():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -220,7 +237,7 @@ class MicroBatcher:
                 self._queue.popleft()
                 self._queued_rows -= part.rows
                 continue
-            if batch and rows + part.rows > self._max_rows:
+            if batch and (part.alone or batch[0].alone or rows + part.rows > self._max_rows):
                 break
             self._queue.popleft()
             self._queued_rows -= part.rows

@@ -51,10 +51,10 @@ class ServiceConfig:
     inference_threads: int = 2
     # Micro-batching: coalesce concurrent requests of one model into one onnxruntime call.
     batching: bool = True
-    # Most rows per onnxruntime call; larger requests are split into parts of this size, and
-    # the parts run on up to inference_threads threads at once: a 1024-row request uses two
-    # cores (measured: 1.5x the rows/s of one 1024-row call, benchmarks/RESULTS.md).
-    max_batch_rows: int = 512
+    # Most rows per onnxruntime call; larger requests are split into parts of this size. A
+    # large request arriving while inference threads are idle is shared out over them, so a
+    # lone 1024-row request uses two cores (service/batching.py).
+    max_batch_rows: int = 1024
     # How long the first queued request waits for others, once other callers are about (a
     # caller alone is served at once). Under load batches also grow while earlier ones run.
     max_batch_delay_s: float = 0.001

@@ -82,15 +82,41 @@ class Overlap(Recorder):
                 self.running -= 1
 
 
-def test_one_large_request_is_scored_on_every_inference_thread(executor) -> None:
+def test_a_lone_large_request_is_shared_out_over_the_idle_inference_threads(executor) -> None:
     run = Overlap(pause_s=0.05)
     batcher = MicroBatcher(
-        run, executor=executor, max_batch_rows=512, max_batch_delay_s=0.001, max_concurrent_batches=2
+        run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.5, max_concurrent_batches=2
     )
-    result = asyncio.run(batcher.submit(rows(1024, 0)))
-    assert run.batches == [512, 512]
+    started = time.perf_counter()
+    result = asyncio.run(batcher.submit(rows(1000, 0)))
+    assert sorted(run.batches) == [500, 500]
     assert run.most_at_once == 2  # both halves ran at the same time
-    np.testing.assert_array_equal(result["rows"], rows(1024, 0))
+    assert time.perf_counter() - started < 0.5  # and neither waited out the batching delay
+    np.testing.assert_array_equal(result["rows"], rows(1000, 0))
+
+
+def test_under_load_a_large_request_is_not_shared_out(executor) -> None:
+    run = Overlap(pause_s=0.05)
+    batcher = MicroBatcher(
+        run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.001, max_concurrent_batches=2
+    )
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        busy = asyncio.ensure_future(batcher.submit(rows(1024, 0)))
+        await asyncio.sleep(0.01)  # that request's two halves now hold both inference threads
+        return await asyncio.gather(busy, batcher.submit(rows(1024, 10_000)))
+
+    first, second = asyncio.run(main())
+    assert run.batches == [512, 512, 1024]  # the second request waited for a thread, whole
+    np.testing.assert_array_equal(second["rows"], rows(1024, 10_000))
+    np.testing.assert_array_equal(first["rows"], rows(1024, 0))
+
+
+def test_a_request_too_small_to_share_runs_whole(executor) -> None:
+    run = Recorder()
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1024, max_concurrent_batches=2)
+    asyncio.run(batcher.submit(rows(500, 0)))
+    assert run.batches == [500]
 
 
 def test_batches_never_exceed_max_rows_and_large_requests_are_split(executor) -> None:

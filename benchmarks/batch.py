@@ -136,7 +136,8 @@ def measure_dask(bundle: Path, data: Path, out: Path, workers: int) -> dict[str,
     from distributed import Client, LocalCluster
 
     from service.batch.dask import BundlePayload
-    from service.batch.local import ScoreOptions, run_job
+    from service.batch.local import run_job
+    from service.batch.rows import ScoreOptions
 
     started = time.perf_counter()
     with (

@@ -2,8 +2,10 @@
 
 - :mod:`service.batch.io`: input files (CSV, Parquet, folders, globs) read in record
   batches, and outputs (Parquet or CSV) written under a temporary name, renamed when whole.
-- :mod:`service.batch.local`: the job: column checks, the output layout, scoring each
-  batch with :class:`~service.scorer.Scorer`, progress and the summary.
+- :mod:`service.batch.rows`: the job's options, the output layout, and one record batch
+  scored (in this process or on a worker).
+- :mod:`service.batch.local`: the job: column checks on every file, scoring each batch with
+  :class:`~service.scorer.Scorer`, progress and the summary.
 - :mod:`service.batch.dask`: the same job with batches scored on a Dask cluster, and
   :func:`~service.batch.dask.score_pandas` for Spark's ``mapInPandas``.
 - :mod:`service.batch.via`: the same job with rows scored by a running ``latentwatch serve``.

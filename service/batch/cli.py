@@ -53,7 +53,8 @@ def score_command(args: argparse.Namespace) -> int:
     import time
 
     from service.batch import pushgateway
-    from service.batch.local import ScoreOptions, run_job
+    from service.batch.local import run_job
+    from service.batch.rows import ScoreOptions
     from service.errors import LatentwatchError
 
     options = ScoreOptions(

@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 
 from service.batch.io import CsvProgress, InputFile, iter_batches, iter_parquet_rows, row_group_sizes
-from service.batch.local import SCORER_CHUNK_ROWS, OutputPlan, ScoreOptions, make_plan, score_arrow, score_rows
+from service.batch.rows import SCORER_CHUNK_ROWS, OutputPlan, ScoreOptions, make_plan, score_arrow, score_rows
 from service.bundle import MANIFEST_FILE, Bundle, load_bundle
 from service.errors import ConfigError, LatentwatchError, MissingExtra
 from service.scorer import Scorer

@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from service.batch.local import OutputPlan, RowScorer
+from service.batch.rows import OutputPlan, RowScorer
 from service.bundle import Bundle, Feature, load_bundle
 from service.client import Client
 from service.errors import BundleError, ModelNotReady
@@ -87,7 +87,7 @@ def resolve_model(client: Client, model: str | os.PathLike[str] | Bundle, target
 
 
 def remote_scorer(client: Client, model: ServedModel, plan: OutputPlan, target: str = "") -> RowScorer:
-    """A :data:`~service.batch.local.RowScorer` that sends the good rows to the service.
+    """A :data:`~service.batch.rows.RowScorer` that sends the good rows to the service.
 
     Numeric features travel as the values the local encoder read (so text numbers in a CSV
     mean the same there); categorical features as their labels.

@@ -84,9 +84,7 @@ class Overlap(Recorder):
 
 def test_a_lone_large_request_is_shared_out_over_the_idle_inference_threads(executor) -> None:
     run = Overlap(pause_s=0.05)
-    batcher = MicroBatcher(
-        run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.5, max_concurrent_batches=2
-    )
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.5, max_concurrent_batches=2)
     started = time.perf_counter()
     result = asyncio.run(batcher.submit(rows(1000, 0)))
     assert sorted(run.batches) == [500, 500]

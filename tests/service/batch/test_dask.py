@@ -13,7 +13,8 @@ from distributed import Client, LocalCluster
 from service.batch import dask as dask_engine
 from service.batch.dask import BundlePayload, Piece, plan_pieces, score_pandas
 from service.batch.io import InputFile
-from service.batch.local import ScoreOptions, run_job
+from service.batch.local import run_job
+from service.batch.rows import ScoreOptions
 from service.errors import InvalidInput
 from tests.service.batch.conftest import corrupt_csv, scoring_table
 

@@ -12,7 +12,8 @@ import pytest
 
 from service.batch import local
 from service.batch.io import AtomicWriter, resolve_inputs
-from service.batch.local import ScoreOptions, run_job
+from service.batch.local import run_job
+from service.batch.rows import ScoreOptions
 from service.bundle import ROW_SCORES
 from service.errors import ConfigError, DataError, InvalidInput
 from service.scorer import Scorer

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.batch.local import ScoreOptions, run_job
+from service.batch.local import run_job
+from service.batch.rows import ScoreOptions
 from service.bundle import file_sha256, load_bundle
 from service.config import ServiceConfig
 from service.errors import BundleError, ConfigError, ModelNotFound, ModelNotReady

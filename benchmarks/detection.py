@@ -88,6 +88,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "no-variance-floor": ("decoder std floor 1e-4 instead of 0.01 (standardized units)", {"min_scale": 1e-4}),
     "holdout-10": ("10% of the training rows held out (early stopping, calibration) instead of 20%",
                    {"validation_fraction": 0.1}),
+    "three-restarts": ("3 initializations, the best validation loss kept, instead of 1", {"restarts": 3}),
     "other-seed": ("model seed + 100: holdout rows, initialization, batches and draws change; nothing else",
                    {"seed_offset": 100}),
 }  # fmt: skip

@@ -52,6 +52,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")
     p.add_argument("--max-steps", type=int, help="cap on gradient steps")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        help="fit this many initializations and keep the best validation loss (default 1; costs N x the fit)",
+    )
     p.add_argument("--name", help="model name (default: the data file's name)")
     p.add_argument("--version", help="model version (default: a UTC timestamp)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -35,6 +35,7 @@ def train_command(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         beta=args.beta,
         warmup_steps=args.warmup_steps,
+        restarts=args.restarts,
     )
     frame = read_table(args.data)
     result = train_bundle(

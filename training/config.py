@@ -44,6 +44,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     max_steps: int | None = None  # None: warm-up + max(5000, 100 epochs)
     patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
+    restarts: int = 1  # independent initializations; the one with the best validation loss is kept
     validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
@@ -99,6 +100,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("weight_decay", s.weight_decay >= 0, "at least 0"),
         ("max_steps", s.max_steps is None or s.max_steps >= 1, "at least 1"),
         ("patience_steps", s.patience_steps is None or s.patience_steps >= 1, "at least 1"),
+        ("restarts", 1 <= s.restarts <= 32, "between 1 and 32"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
         ("alpha", 0 < s.alpha < 1, "between 0 and 1"),

@@ -8,6 +8,7 @@ run never leaves a half bundle, and never replaces a good one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -36,14 +37,16 @@ from service.bundle import (
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
-from training.config import TrainSettings, make_settings, resolve
+from training.config import Resolved, TrainSettings, make_settings, resolve
 from training.export import PARITY_RTOL, ScoringGraph, export_onnx, parity_error, torch_outputs
 from training.generative import add_decoder, write_fidelity_report
 from training.loop import FitResult, fit
-from training.models import Architecture, Batch, build_model
+from training.models import Architecture, Autoencoder, Batch, build_model
 from training.preprocess import Preprocessor, fit_features
 
 log = logging.getLogger(__name__)
+# Restart k of a run seeded s uses seed s + k * RESTART_SEED_STRIDE (a prime: far from s + 1, s + 2...).
+RESTART_SEED_STRIDE = 7919
 
 
 @dataclass(frozen=True)
@@ -210,11 +213,11 @@ def _train_and_write(
         latent_dim=resolved.latent_dim,
         min_scale=settings.min_scale,
     )
-    net = build_model(settings.model, arch, denoise=settings.denoise).to(device)
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
     train = _to_batch(pre, x_normal[train_idx], device)
     holdout = _to_batch(pre, x_normal[holdout_idx], device)
-    fit_result = fit(net, train, holdout, eps.to(device), settings, resolved, quiet=quiet)
+    fitted = _fit_best_of_restarts(settings, arch, resolved, train, holdout, eps, device, quiet)
+    net, fit_result, restart_losses = fitted
 
     graph = ScoringGraph(pre, net.cpu(), eps).eval()
     onnx_path = staging / ONNX_FILE
@@ -247,7 +250,10 @@ def _train_and_write(
             "numeric": "median imputation + missing indicator; standardized with training mean and std",
             "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
         },
-        training=_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
+        training={
+            **_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
+            "restarts": {"validation_losses": restart_losses, "kept": restart_losses.index(fit_result.best_val)},
+        },
         scores={**SCORE_DESCRIPTIONS, **getattr(net, "extra_outputs", {})},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latentwatch_version=_version(),
@@ -274,6 +280,42 @@ def _version() -> str:
         return version("latentwatch")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _fit_best_of_restarts(
+    settings: TrainSettings,
+    arch: Architecture,
+    resolved: Resolved,
+    train: Batch,
+    holdout: Batch,
+    eps: torch.Tensor,
+    device: torch.device,
+    quiet: bool,
+) -> tuple[Autoencoder, FitResult, list[float]]:
+    """Fit ``settings.restarts`` models on the same rows and draws; keep the best validation loss.
+
+    Restart 0 is the plain run. Restart ``k`` changes only the weights' initialization and the
+    batch order (seed ``seed + k * RESTART_SEED_STRIDE``): on small or oddly shaped tables one
+    initialization can land in a much worse optimum than another, and the validation loss of
+    the held-out normal rows tells them apart without labels.
+
+    Returns:
+        The kept model (in eval mode), its fit, and every restart's best validation loss.
+    """
+    best: tuple[Autoencoder, FitResult] | None = None
+    losses: list[float] = []
+    for k in range(settings.restarts):
+        run_settings = settings
+        if k:
+            run_settings = dataclasses.replace(settings, seed=settings.seed + k * RESTART_SEED_STRIDE)
+            torch.manual_seed(run_settings.seed)
+        net = build_model(settings.model, arch, denoise=settings.denoise).to(device)
+        result = fit(net, train, holdout, eps.to(device), run_settings, resolved, quiet=quiet)
+        losses.append(result.best_val)
+        if best is None or result.best_val < best[1].best_val:
+            best = (net, result)
+    assert best is not None  # restarts >= 1
+    return best[0], best[1], losses
 
 
 def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:

@@ -78,6 +78,22 @@ def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     assert a.manifest.calibration.scores == b.manifest.calibration.scores
 
 
+def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_run(
+    tmp_path: Path, quick: dict
+) -> None:
+    frame = mixed_table(200)
+    plain = train_bundle(frame, tmp_path / "plain", seed=3, overrides=quick)
+    three = train_bundle(frame, tmp_path / "three", seed=3, overrides={**quick, "restarts": 3})
+
+    restarts = three.manifest.training["restarts"]
+    losses = restarts["validation_losses"]
+    assert len(losses) == 3
+    assert losses[0] == pytest.approx(plain.fit.best_val)  # restart 0 is the run without restarts
+    assert restarts["kept"] == int(np.argmin(losses))
+    assert three.fit.best_val == min(losses)
+    assert len(set(losses)) == 3  # the other restarts really start elsewhere
+
+
 def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None:
     manifest = json.loads((bundles["vae"].bundle_dir / "manifest.json").read_text())
     assert manifest["training"]["settings"]["model"] == "vae"

@@ -55,6 +55,10 @@ def train_command(args: argparse.Namespace) -> int:
         f"{fit.steps} steps ({'early stop' if fit.stopped_early else 'step cap'}), "
         f"best validation loss {fit.best_val:.4f}, {result.seconds:.1f} s"
     )
+    restarts = m.training.get("restarts", {})
+    if len(restarts.get("validation_losses", [])) > 1:
+        losses = ", ".join(f"{v:.4f}" for v in restarts["validation_losses"])
+        print(f"  restarts' validation losses: {losses}; kept restart {restarts['kept']}")
     for dropped in m.dropped_columns:
         print(f"  left out {dropped['column']!r}: {dropped['reason']}")
     print(f"bundle written to {result.bundle_dir} (report: {result.bundle_dir / 'report' / 'index.html'})")

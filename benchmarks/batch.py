@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from results_file import machine, versions, write_section
+from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -339,10 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(msg)
 
     section = render(runs, command, bundle_info, load)
-    print(section)
-    if not args.no_write:
-        write_section(args.results, section, MARK_START, MARK_END)
-        print(f"written to {args.results}")
+    publish(section, args.results, MARK_START, MARK_END, write=not args.no_write)
     return 0
 
 

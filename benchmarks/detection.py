@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from results_file import machine, versions, write_section
+from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 1
@@ -778,9 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "missing": len(tasks) - len(records),
     }
     section = render_report(records, meta)
-    print(section)
-    if not args.no_write:
-        write_section(args.results, section, MARK_START, MARK_END)
+    publish(section, args.results, MARK_START, MARK_END, write=not args.no_write)
     return 1 if failures else 0
 
 

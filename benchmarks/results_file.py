@@ -45,3 +45,11 @@ def write_section(path: Path, section: str, start_marker: str, end_marker: str) 
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(section: str, path: Path, start_marker: str, end_marker: str, *, write: bool = True) -> None:
+    """Print ``section`` and, when ``write``, put it in its marked place in ``path``."""
+    print(section)
+    if write:
+        write_section(path, section, start_marker, end_marker)
+        print(f"written to {path}")

@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from results_file import machine, versions, write_section
+from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
 CORES = os.cpu_count() or 1
@@ -345,10 +345,11 @@ class Load:
     warmup: float
     concurrency: int
 
-    def base(self, server: Server) -> list[str]:
+    def base(self, server: Server, threads: int | None = None) -> list[str]:
+        """load.py's common arguments; ``threads`` (default ``self.threads``) for its in-process runs."""
         return [self.python, str(self.script), "--target", server.target, "--model", MODEL,
                 "--model-file", str(self.onnx), "--outputs", ",".join(OUTPUTS),
-                "--intra-op-threads", str(self.threads), "--server-pid", str(server.pid)]  # fmt: skip
+                "--intra-op-threads", str(threads or self.threads), "--server-pid", str(server.pid)]  # fmt: skip
 
     def wait_ready(self, server: Server, timeout: float) -> None:
         command = [*self.base(server), "--ready-only", "--wait-ready", str(timeout)]
@@ -359,11 +360,8 @@ class Load:
             raise RuntimeError(msg)
 
     def run(self, server: Server, sizes: tuple[int, ...], out: Path, threads: int | None = None) -> dict[str, Any]:
-        base = self.base(server)
-        if threads is not None:
-            base[base.index("--intra-op-threads") + 1] = str(threads)
         command = [
-            *base, "--label", server.label, "--json", str(out),
+            *self.base(server, threads), "--label", server.label, "--json", str(out),
             "--sizes", ",".join(str(n) for n in sizes), "--duration", str(self.duration),
             "--conc-duration", str(self.conc_duration), "--warmup", str(self.warmup),
             "--concurrency", str(self.concurrency),
@@ -1158,10 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         (workdir / "streams.json").write_text(json.dumps(figures.streams, indent=1))
         section = render(figures, ctx, profiles)
-    print(section)
-    if not args.no_write:
-        write_section(args.results, section, MARK_START, MARK_END)
-        print(f"written to {args.results}")
+    publish(section, args.results, MARK_START, MARK_END, write=not args.no_write)
     return 0
 
 

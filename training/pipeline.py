@@ -216,8 +216,7 @@ def _train_and_write(
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
     train = _to_batch(pre, x_normal[train_idx], device)
     holdout = _to_batch(pre, x_normal[holdout_idx], device)
-    fitted = _fit_best_of_restarts(settings, arch, resolved, train, holdout, eps, device, quiet)
-    net, fit_result, restart_losses = fitted
+    net, fit_result, restarts = _fit_best_of_restarts(settings, arch, resolved, train, holdout, eps, device, quiet)
 
     graph = ScoringGraph(pre, net.cpu(), eps).eval()
     onnx_path = staging / ONNX_FILE
@@ -252,7 +251,7 @@ def _train_and_write(
         },
         training={
             **_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
-            "restarts": {"validation_losses": restart_losses, "kept": restart_losses.index(fit_result.best_val)},
+            "restarts": restarts,
         },
         scores={**SCORE_DESCRIPTIONS, **getattr(net, "extra_outputs", {})},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -291,7 +290,7 @@ def _fit_best_of_restarts(
     eps: torch.Tensor,
     device: torch.device,
     quiet: bool,
-) -> tuple[Autoencoder, FitResult, list[float]]:
+) -> tuple[Autoencoder, FitResult, dict[str, Any]]:
     """Fit ``settings.restarts`` models on the same rows and draws; keep the best validation loss.
 
     Restart 0 is the plain run. Restart ``k`` changes only the weights' initialization and the
@@ -300,9 +299,10 @@ def _fit_best_of_restarts(
     the held-out normal rows tells them apart without labels.
 
     Returns:
-        The kept model (in eval mode), its fit, and every restart's best validation loss.
+        The kept model (in eval mode), its fit, and for the manifest every restart's best
+        validation loss and the index of the kept one.
     """
-    best: tuple[Autoencoder, FitResult] | None = None
+    best: tuple[Autoencoder, FitResult, int] | None = None
     losses: list[float] = []
     for k in range(settings.restarts):
         run_settings = settings
@@ -313,9 +313,10 @@ def _fit_best_of_restarts(
         result = fit(net, train, holdout, eps.to(device), run_settings, resolved, quiet=quiet)
         losses.append(result.best_val)
         if best is None or result.best_val < best[1].best_val:
-            best = (net, result)
+            best = (net, result, k)
     assert best is not None  # restarts >= 1
-    return best[0], best[1], losses
+    net, result, kept = best
+    return net, result, {"validation_losses": losses, "kept": kept}
 
 
 def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:

@@ -67,9 +67,18 @@ LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary 
 
 
 def _epoch_schedule(n_train: int) -> dict[str, int]:
-    """The reference VAE's schedule in epochs (warm-up 20, patience 15, at most 200)."""
-    batch = min(256, max(32, n_train // 20))
-    per_epoch = max(1, -(-n_train // batch))
+    """The reference VAE's schedule in epochs (warm-up 20, patience 15, at most 200).
+
+    An epoch is the trainer's own: its batch rule over the rows it fits on (``n_train`` less
+    the held-out share).
+    """
+    ensure_repo_importable()
+    from training.config import make_settings, resolve
+    from training.data import split_rows
+
+    settings = make_settings()
+    n_fit = split_rows(n_train, settings.validation_fraction, 0)[0].size
+    per_epoch = resolve(settings, n_train=n_fit, n_features=1, n_inputs=1).steps_per_epoch
     return {"warmup_steps": 20 * per_epoch, "patience_steps": 15 * per_epoch, "max_steps": 200 * per_epoch}
 
 

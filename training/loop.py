@@ -4,6 +4,11 @@ Warm-up, patience and the step cap are counted in gradient steps, and early stop
 starts once warm-up has ended: while beta still grows the validation ELBO rises, and a
 patience counted from the start would stop before the objective is the ELBO (measured in
 ``../shared/research``: small tables stopped after ~60 steps, nearly untrained).
+
+Validation, early stopping and export use an exponential moving average of the weights
+(``ema_decay``, a horizon of about ``1 / (1 - ema_decay)`` steps), not the last step's
+weights: at a constant learning rate the raw weights jitter around the optimum, and their
+average is the better density model (``benchmarks/RESULTS.md``, variant ``no-ema``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from training.config import Resolved, TrainSettings
@@ -56,6 +62,13 @@ def beta_at(step: int, settings: TrainSettings, resolved: Resolved) -> float:
     return settings.beta * min(1.0, step / resolved.warmup_steps)
 
 
+def moving_average(model: Autoencoder, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters, or None when ``decay`` is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 def fit(
     model: Autoencoder,
     train: Batch,
@@ -66,11 +79,13 @@ def fit(
     *,
     quiet: bool = False,
 ) -> FitResult:
-    """Train ``model`` in place and load the weights of the best validation step."""
+    """Train ``model`` in place and load the (averaged) weights of the best validation step."""
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed)
     optimizers = model.configure_optimizers(settings.learning_rate, settings.weight_decay)
     result, best_state, since_best = FitResult(), None, 0
+    average = moving_average(model, settings.ema_decay)
+    validated = average.module if average is not None else model
     eval_every = max(resolved.steps_per_epoch, 25)
     bar = tqdm(
         total=resolved.max_steps,
@@ -88,9 +103,11 @@ def fit(
             beta = beta_at(step, settings, resolved)
             losses = model.train_step(take(train, order[start : start + resolved.batch_size]), optimizers, beta)
             step += 1
+            if average is not None:
+                average.update_parameters(model)
             bar.update(1)
             if step % eval_every == 0 or step >= resolved.max_steps:
-                val = mean_score(model, validation, eps)
+                val = mean_score(validated, validation, eps)
                 result.history.append(
                     {
                         "epoch": epoch,
@@ -103,7 +120,7 @@ def fit(
                 bar.set_postfix(loss=f"{losses['loss']:.3f}", val=f"{val:.3f}", beta=f"{beta:.2f}")
                 if step >= resolved.warmup_steps and val < result.best_val:
                     result.best_val, result.best_step, since_best = val, step, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(validated.state_dict())
                 elif step >= resolved.warmup_steps:
                     since_best += eval_every
                     result.stopped_early = since_best >= resolved.patience_steps

@@ -25,6 +25,7 @@ def test_defaults_and_overrides() -> None:
         ({"alpha": 1.5}, "setting 'alpha': 1.5 must be between 0 and 1"),
         ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
+        ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"report": "yes"}, "setting 'report'"),
     ],

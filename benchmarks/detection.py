@@ -93,6 +93,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
         "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 5,000)",
         _epoch_schedule,
     ),
+    "no-warmup": ("KL weight 1 from the first step instead of rising over max(500 steps, 20 epochs)",
+                  {"warmup_steps": 0}),
     "no-weight-decay": ("AdamW weight decay 0 instead of 1e-4", {"weight_decay": 0.0}),
     "no-variance-floor": ("decoder std floor 1e-4 instead of 0.01 (standardized units)", {"min_scale": 1e-4}),
     "no-ema": ("the raw weights of the best step instead of their moving average (decay 0.995)",

@@ -78,9 +78,7 @@ def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     assert a.manifest.calibration.scores == b.manifest.calibration.scores
 
 
-def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_run(
-    tmp_path: Path, quick: dict
-) -> None:
+def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_run(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(200)
     plain = train_bundle(frame, tmp_path / "plain", seed=3, overrides=quick)
     three = train_bundle(frame, tmp_path / "three", seed=3, overrides={**quick, "restarts": 3})

@@ -21,7 +21,10 @@ from training.models import Autoencoder, Batch
 from training.preprocess import Preprocessor
 
 OPSET = 17
-PARITY_RTOL = 1e-4
+# A broken export (a wrong op, lost draws) is off by O(0.1) or more. float32 rounding is
+# far smaller, but rows 10 standard deviations out make residuals a small difference of large
+# terms: a correct AE export on optdigits measured 1.5e-4, so the bar sits at 1e-3.
+PARITY_RTOL = 1e-3
 
 
 class ScoringGraph(nn.Module):

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -62,7 +63,7 @@ def beta_at(step: int, settings: TrainSettings, resolved: Resolved) -> float:
     return settings.beta * min(1.0, step / resolved.warmup_steps)
 
 
-def moving_average(model: Autoencoder, decay: float) -> AveragedModel | None:
+def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s parameters, or None when ``decay`` is 0."""
     if decay == 0:
         return None

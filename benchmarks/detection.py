@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from graph_speed import report_line, rows_per_second, summary
 from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -386,6 +387,40 @@ def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
     return record
 
 
+def measure_graph_speed(root: Path, cache: Path, refresh: bool, dataset: str = "mnist", seed: int = 0) -> Record:
+    """Issue 6's cost bar: rows/s of the default's exported graph (``graph_speed.py``), cached.
+
+    Run in the main process after the pool's tasks, so that both cores are free.
+    """
+    path = cache / f"graph-speed__lw-vae__{dataset}__seed{seed}.json"
+    if not refresh and path.exists():
+        record = json.loads(path.read_text())
+        if record.get("cache_version") == CACHE_VERSION:
+            return record
+    ensure_repo_importable()
+    from service.bundle import ONNX_FILE
+    from service.features import encode_frame
+    from training.pipeline import train_bundle
+
+    ds = load_dataset(root, dataset)
+    train, test = split_indices(ds.y, seed)
+    torch_setup(seed)
+    with tempfile.TemporaryDirectory(prefix="lw-speed-") as tmp:
+        result = train_bundle(ds.frame.iloc[train].reset_index(drop=True), Path(tmp) / "bundle", seed=seed)
+        manifest = result.manifest
+        x = encode_frame(ds.frame.iloc[test], manifest.features).x
+        speeds = rows_per_second(Path(tmp) / "bundle" / ONNX_FILE, x)
+    resolved = manifest.training["resolved"]
+    record = summary(
+        speeds, detector="lw-vae", dataset=dataset, seed=seed, features=manifest.n_features, rows=len(x),
+        hidden=resolved["hidden"], latent_dim=resolved["latent_dim"], draws=manifest.training["settings"]["draws"],
+        threads=2, batch_rows=1024, cache_version=CACHE_VERSION,
+    )  # fmt: skip
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
 # -------------------------------------------------------------------------- tasks
 
 
@@ -680,6 +715,8 @@ def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
         "`detector[score]` rows are the lw models' single scores, not ranked",
         "",
     ]
+    if meta.get("graph_speed"):
+        out += [report_line(meta["graph_speed"]), ""]
     if meta.get("missing"):
         out += [f"- **incomplete**: {meta['missing']} task(s) missing or failed", ""]
     if not rows.empty:
@@ -780,6 +817,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     failures = execute(pending, root, args.cache, args.jobs) if pending else []
     records = [r for t in tasks if (r := read_cached(args.cache, t)) is not None]
+    speed = None
+    if "lw-vae" in args.detectors and "mnist" in args.datasets and latentwatch_available():
+        speed = measure_graph_speed(root, args.cache, args.refresh)
     meta = {
         "command": shlex.join(["python", "benchmarks/detection.py", *sys.argv[1:]]),
         "date": dt.date.today().isoformat(),
@@ -787,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": ",".join(map(str, args.seeds)),
         "detectors": list(args.detectors),
         "missing": len(tasks) - len(records),
+        "graph_speed": speed,
     }
     section = render_report(records, meta)
     publish(section, args.results, MARK_START, MARK_END, write=not args.no_write)

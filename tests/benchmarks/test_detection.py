@@ -65,3 +65,20 @@ def test_the_variant_table_compares_each_variant_with_the_default(detection) -> 
     cells = [c.strip() for c in line.strip("|").split("|")]
     # Dataset a moved most (-0.05); without it the variant changes nothing.
     assert cells[2:] == ["0.825", "0.425", "-0.025", "+0.000", "0 / 1 of 2"]
+
+
+def test_the_graph_speed_line_names_the_median_and_the_bar(detection) -> None:
+    import graph_speed
+
+    record = graph_speed.summary(
+        [18_000.0, 25_000.0, 30_000.0], detector="lw-vae", dataset="mnist", seed=0, features=70, rows=3462,
+        hidden=140, latent_dim=32, draws=8, threads=2, batch_rows=1024,
+    )  # fmt: skip
+    assert record["rows_per_second"] == 25_000.0
+    line = graph_speed.report_line(record)
+    assert "25,000 rows/s" in line
+    assert line.endswith("bar >= 20,000: met")
+    slow = graph_speed.report_line(
+        graph_speed.summary([9_000.0], **{k: v for k, v in record.items() if k not in ("rows_per_second", "passes")})
+    )
+    assert slow.endswith("**NOT met**")

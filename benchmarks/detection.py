@@ -101,6 +101,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "no-ema": ("the raw weights of the best step instead of their moving average (decay 0.995)",
                {"ema_decay": 0.0}),
     "three-restarts": ("3 initializations, the best validation loss kept, instead of 1", {"restarts": 3}),
+    "free-bits": ("free bits: 0.5 nats of KL per latent dimension left free in training, instead of none",
+                  {"free_bits": 0.5}),
     "other-seed": ("model seed + 100: holdout rows, initialization, batches and draws change; nothing else",
                    {"seed_offset": 100}),
 }  # fmt: skip

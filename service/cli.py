@@ -48,6 +48,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default auto)")
     p.add_argument("--denoise", type=float, help="ae only: input noise std for a denoising autoencoder")
+    p.add_argument(
+        "--free-bits",
+        type=float,
+        help="vae only: nats of KL per latent dimension left free in training (default 0; scores stay the ELBO)",
+    )
     p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")

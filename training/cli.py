@@ -29,6 +29,7 @@ def train_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         denoise=args.denoise,
+        free_bits=args.free_bits,
         alpha=args.alpha,
         name=args.name,
         version=args.version,

@@ -38,6 +38,7 @@ class TrainSettings:
     warmup_steps: int | None = None  # None: max(500, 20 epochs); beta rises linearly from 0
     min_scale: float = 0.01  # floor of the decoder's std, in standardized units
     denoise: float = 0.0  # AE only: std of Gaussian noise added to inputs while training
+    free_bits: float = 0.0  # VAE only: nats of KL per latent dimension left free in training; scores stay the ELBO
     # Optimization.
     batch_size: int | None = None  # None: min(256, max(32, train rows // 20))
     learning_rate: float = 1e-3
@@ -96,6 +97,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("warmup_steps", s.warmup_steps is None or s.warmup_steps >= 0, "at least 0"),
         ("min_scale", s.min_scale > 0, "above 0"),
         ("denoise", s.denoise >= 0, "at least 0"),
+        ("free_bits", s.free_bits >= 0, "at least 0"),
         ("batch_size", s.batch_size is None or s.batch_size >= 1, "at least 1"),
         ("learning_rate", s.learning_rate > 0, "above 0"),
         ("weight_decay", s.weight_decay >= 0, "at least 0"),
@@ -116,6 +118,9 @@ def _check_ranges(s: TrainSettings) -> None:
         raise ConfigError(msg)
     if s.denoise > 0 and s.model != "ae":
         msg = f"setting 'denoise' applies to --model ae only (model is {s.model!r})"
+        raise ConfigError(msg)
+    if s.free_bits > 0 and s.model != "vae":
+        msg = f"setting 'free_bits' applies to --model vae only (model is {s.model!r})"
         raise ConfigError(msg)
 
 

@@ -309,7 +309,7 @@ def _fit_best_of_restarts(
         if k:
             run_settings = dataclasses.replace(settings, seed=settings.seed + k * RESTART_SEED_STRIDE)
             torch.manual_seed(run_settings.seed)
-        net = build_model(settings.model, arch, denoise=settings.denoise).to(device)
+        net = build_model(settings.model, arch, denoise=settings.denoise, free_bits=settings.free_bits).to(device)
         result = fit(net, train, holdout, eps.to(device), run_settings, resolved, quiet=quiet)
         losses.append(result.best_val)
         if best is None or result.best_val < best[1].best_val:

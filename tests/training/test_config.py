@@ -27,6 +27,8 @@ def test_defaults_and_overrides() -> None:
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
+        ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
+        ({"model": "aae", "free_bits": 0.5}, "applies to --model vae only"),
         ({"report": "yes"}, "setting 'report'"),
     ],
 )

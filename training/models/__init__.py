@@ -12,9 +12,9 @@ from training.models.vaegan import VAEGAN
 __all__ = ["AAE", "AE", "HVAE", "VAE", "VAEGAN", "Architecture", "Autoencoder", "Batch", "build_model"]
 
 
-def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0) -> Autoencoder:
+def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0, free_bits: float = 0.0) -> Autoencoder:
     if model_type == "vae":
-        return VAE(arch)
+        return VAE(arch, free_bits=free_bits)
     if model_type == "aae":
         return AAE(arch)
     if model_type == "ae":

@@ -2,6 +2,11 @@
 
 Trained on the ELBO: reconstruction negative log-likelihood of a reparameterized draw
 z = mu + sigma * eps plus beta * KL(q(z|x) || N(0, I)), with beta warmed up from 0.
+
+With ``free_bits`` > 0 the training loss uses free bits (Kingma et al., 2016): each latent
+dimension's KL, averaged over the batch, counts only above that many nats, so the KL
+pressure cannot switch a dimension off before it has learned something. Only training
+changes: validation, early stopping and every score use the exact ELBO.
 """
 
 from __future__ import annotations
@@ -9,16 +14,27 @@ from __future__ import annotations
 import torch
 
 from training import likelihood
-from training.models.base import Autoencoder, Batch
+from training.models.base import Architecture, Autoencoder, Batch
 
 
 class VAE(Autoencoder):
+    def __init__(self, arch: Architecture, free_bits: float = 0.0) -> None:
+        super().__init__(arch)
+        self.free_bits = free_bits
+
+    def training_kl(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """The batch's KL term as the loss sees it: the mean KL per row, or its free-bits form."""
+        if self.free_bits == 0:
+            return likelihood.gaussian_kl(mu, log_var).mean()
+        per_dimension = 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var).mean(0)
+        return per_dimension.clamp(min=self.free_bits).sum()
+
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
         (optimizer,) = optimizers
         mu, log_var = self.encode(batch.enc_in)
         z = self.reparameterize(mu, log_var, torch.randn_like(mu))
         nll = self.feature_nll(z, batch).sum(-1).mean()
-        kl = likelihood.gaussian_kl(mu, log_var).mean()
+        kl = self.training_kl(mu, log_var)
         loss = nll + beta * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -40,9 +40,14 @@ def categorical_nll(codes: torch.Tensor, logits: list[torch.Tensor]) -> torch.Te
     return torch.stack(columns, dim=-1)
 
 
+def gaussian_kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) of each latent dimension, ``(N, L)``."""
+    return 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var)
+
+
 def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(log_var)) || N(0, I)) per row, ``(N,)``."""
-    return 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var).sum(-1)
+    return gaussian_kl_per_dimension(mu, log_var).sum(-1)
 
 
 def prior_nll(z: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ class VAE(Autoencoder):
         """The batch's KL term as the loss sees it: the mean KL per row, or its free-bits form."""
         if self.free_bits == 0:
             return likelihood.gaussian_kl(mu, log_var).mean()
-        per_dimension = 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var).mean(0)
+        per_dimension = likelihood.gaussian_kl_per_dimension(mu, log_var).mean(0)
         return per_dimension.clamp(min=self.free_bits).sum()
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:

@@ -19,6 +19,7 @@ each way's mean ROC-AUC and average precision minus the default's, paired on the
 
     python benchmarks/score_probes.py --datasets glass,Wilt --seeds 0
     python benchmarks/score_probes.py --jobs 2          # all 20 ADBench sets, seeds 0-2
+    python benchmarks/score_probes.py --jobs 2 --bank-rows 1024   # the priors from 1,024 fit rows at most
 
 Prints a markdown table; one JSON per (dataset, seed) is cached under ``--cache``.
 """
@@ -112,8 +113,11 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
     return {name: value.double().numpy() for name, value in scores.items()}
 
 
-def run_one(dataset: str, seed: int, root: Path) -> dict[str, Any]:
-    """Train the default on the protocol's split of ``dataset`` and measure every probe."""
+def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -> dict[str, Any]:
+    """Train the default on the protocol's split of ``dataset`` and measure every probe.
+
+    ``bank_rows`` caps the fit rows whose posteriors make the aggregate prior (a seeded sample).
+    """
     bench.limit_threads()
     bench.ensure_repo_importable()
     from service.features import encode_frame
@@ -128,6 +132,8 @@ def run_one(dataset: str, seed: int, root: Path) -> dict[str, Any]:
         result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False})
     features = result.manifest.features
     fit_rows, _ = split_rows(len(frame), result.manifest.training["settings"]["validation_fraction"], seed)
+    if bank_rows is not None and len(fit_rows) > bank_rows:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, bank_rows, replace=False))
     x_fit = encode_frame(frame, features).x[fit_rows]
     x_test = encode_frame(ds.frame.iloc[test], features, strict=False).x
     scores = probe_scores(result.graph.eval(), x_fit, x_test, seed)
@@ -162,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=lambda v: [int(s) for s in v.split(",")], default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--cache", type=Path, default=bench.REPO / "benchmarks" / ".cache" / "score_probes")
+    p.add_argument("--bank-rows", type=int, default=None, help="fit rows that make the aggregate prior (default all)")
+    p.add_argument("--cache", type=Path, default=None, help="default benchmarks/.cache/score_probes[-bankN]")
     args = p.parse_args(argv)
+    suffix = f"-bank{args.bank_rows}" if args.bank_rows else ""
+    args.cache = args.cache or bench.REPO / "benchmarks" / ".cache" / f"score_probes{suffix}"
     root = (args.data_root or bench.default_data_root()).resolve()
     args.cache.mkdir(parents=True, exist_ok=True)
     (args.cache / ".gitignore").write_text("*\n")
     todo = [(d, s) for s in args.seeds for d in args.datasets if not (args.cache / f"{d}__seed{s}.json").exists()]
     with ProcessPoolExecutor(args.jobs) as pool:
-        for record in pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo)) if todo else []:
+        runs = pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo), [args.bank_rows] * len(todo))
+        for record in runs if todo else []:
             (args.cache / f"{record['dataset']}__seed{record['seed']}.json").write_text(json.dumps(record))
             print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
     records = [json.loads((args.cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from graph_speed import report_line, rows_per_second, summary
+from graph_speed import BATCH_ROWS, THREADS, report_line, rows_per_second, summary
 from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -416,10 +416,12 @@ def measure_graph_speed(root: Path, cache: Path, refresh: bool, dataset: str = "
     record = summary(
         speeds, detector="lw-vae", dataset=dataset, seed=seed, features=manifest.n_features, rows=len(x),
         hidden=resolved["hidden"], latent_dim=resolved["latent_dim"], draws=manifest.training["settings"]["draws"],
-        threads=2, batch_rows=1024, cache_version=CACHE_VERSION,
+        threads=THREADS, batch_rows=BATCH_ROWS, cache_version=CACHE_VERSION,
     )  # fmt: skip
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
     return record
 
 

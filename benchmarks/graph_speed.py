@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 BAR_ROWS_PER_SECOND = 20_000
+THREADS = 2
+BATCH_ROWS = 1024
 
 
 def rows_per_second(
-    onnx_file: Path, x: np.ndarray, *, threads: int = 2, batch_rows: int = 1024, repeats: int = 7
+    onnx_file: Path, x: np.ndarray, *, threads: int = THREADS, batch_rows: int = BATCH_ROWS, repeats: int = 7
 ) -> list[float]:
     """Rows per second of each of ``repeats`` passes over ``x`` (float32) in ``batch_rows`` batches.
 

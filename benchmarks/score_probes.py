@@ -65,6 +65,8 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
     """Every probe's score of ``x_test`` (higher = more anomalous) from one trained graph."""
     import torch
 
+    from training import likelihood
+
     net, eps = graph.model, graph.eps
     latent = eps.shape[1]
     with torch.no_grad():
@@ -80,7 +82,7 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
         fresh = torch.randn(64, latent, generator=torch.Generator().manual_seed(seed + 12_345))
         z64, recon64 = draws(fresh)
         log_q = _gaussian_log_density(z64, mu, log_var)
-        log_prior = _gaussian_log_density(z64, torch.zeros(()), torch.zeros(()))
+        log_prior = -likelihood.prior_nll(z64)
         half = torch.randn(4, latent, generator=torch.Generator().manual_seed(seed))
         _, recon_anti = draws(torch.cat([half, -half]))
 
@@ -99,8 +101,7 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
         z8 = mu + (0.5 * log_var).exp() * eps.unsqueeze(1)
         log_q8 = _gaussian_log_density(z8, mu, log_var)
         log_mix = _mixture_log_density(z8.reshape(-1, latent), fit_mu, fit_log_var).reshape(len(eps), -1)
-        log_standard = _gaussian_log_density(z8, torch.zeros(()), torch.zeros(()))
-        log_defensive = torch.logaddexp(log_standard, log_mix) - math.log(2)
+        log_defensive = torch.logaddexp(-likelihood.prior_nll(z8), log_mix) - math.log(2)
         scores = {
             "default": base["neg_elbo"],
             "draws64": recon64.mean(0) + base["kl"],
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(d, s) for s in args.seeds for d in args.datasets if not (args.cache / f"{d}__seed{s}.json").exists()]
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo), [args.bank_rows] * len(todo))
-        for record in runs if todo else []:
+        for record in runs:
             (args.cache / f"{record['dataset']}__seed{record['seed']}.json").write_text(json.dumps(record))
             print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
     records = [json.loads((args.cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]

@@ -103,6 +103,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "three-restarts": ("3 initializations, the best validation loss kept, instead of 1", {"restarts": 3}),
     "free-bits": ("free bits: 0.5 nats of KL per latent dimension left free in training, instead of none",
                   {"free_bits": 0.5}),
+    "standard-prior": ("the scores' KL to N(0, I) instead of the defensive prior "
+                       "(½ N(0, I) + ½ the posteriors of up to 1,024 fit rows)", {"prior": "standard"}),
     "other-seed": ("model seed + 100: holdout rows, initialization, batches and draws change; nothing else",
                    {"seed_offset": 100}),
 }  # fmt: skip

@@ -6,7 +6,8 @@ each way's mean ROC-AUC and average precision minus the default's, paired on the
 (dataset, seed) pairs. Every probe is still a bound on the row's log-likelihood (or, for
 ``iwae64``, a tighter one):
 
-- ``default``: the exported ``neg_elbo`` (8 fixed draws of z, closed-form KL to N(0, I)).
+- ``default``: the exported ``neg_elbo`` of ``--prior standard`` (8 fixed draws of z,
+  closed-form KL to N(0, I)); the trainer's default is now ``defensive_prior`` below.
 - ``draws64``: the reconstruction term averaged over 64 fresh draws instead of 8.
 - ``iwae64``: the importance-weighted bound with 64 draws (Burda et al., 2016).
 - ``antithetic8``: 4 draws and their negatives (a variance-reduced 8-draw estimate).
@@ -130,7 +131,7 @@ def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -
     frame = ds.frame.iloc[train].reset_index(drop=True)
     bench.torch_setup(seed)
     with tempfile.TemporaryDirectory(prefix="lw-probe-") as tmp:
-        result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False})
+        result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False, "prior": "standard"})
     features = result.manifest.features
     fit_rows, _ = split_rows(len(frame), result.manifest.training["settings"]["validation_fraction"], seed)
     if bank_rows is not None and len(fit_rows) > bank_rows:

@@ -53,7 +53,9 @@ SCORE_DESCRIPTIONS = {
     "neg_elbo": "negative evidence lower bound in nats per row: expected negative "
     "log-likelihood under the decoder plus KL(q(z|x) || p(z)), with fixed Monte-Carlo draws "
     "(higher = more anomalous)",
-    "kl": "the KL(q(z|x) || p(z)) term alone, in nats",
+    "kl": "the KL(q(z|x) || p(z)) term alone, in nats; p(z) is the manifest's "
+    "training.resolved.prior (standard: N(0, I), closed form; defensive: half N(0, I), half the "
+    "fit rows' posteriors, estimated with the fixed draws, so a row's value can be slightly negative)",
     "p_value": "share of held-out normal rows scoring at least as high: (1 + count) / (n + 1)",
     "is_anomaly": "p_value below alpha (the target false-positive rate)",
     "feature_scores": "(n_rows, n_features): each feature's negative log-likelihood in nats; "

@@ -53,6 +53,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=float,
         help="vae only: nats of KL per latent dimension left free in training (default 0; scores stay the ELBO)",
     )
+    p.add_argument(
+        "--prior",
+        choices=["auto", "standard", "defensive"],
+        help="prior of the scores' KL term: standard N(0, I), or (vae only) defensive, half N(0, I) and half "
+        "the fit rows' posteriors (default auto: defensive for vae)",
+    )
     p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")

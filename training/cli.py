@@ -30,6 +30,7 @@ def train_command(args: argparse.Namespace) -> int:
         device=args.device,
         denoise=args.denoise,
         free_bits=args.free_bits,
+        prior=args.prior,
         alpha=args.alpha,
         name=args.name,
         version=args.version,

@@ -19,6 +19,8 @@ MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
 KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up from 0
 DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
+PRIORS = ("auto", "standard", "defensive")
+PRIOR_BANK_ROWS = 1024  # fit rows whose posteriors make the defensive prior (a seeded sample)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class TrainSettings:
     validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
+    # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
+    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 1,024 fit rows, set after training.
+    prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo
     alpha: float = 0.01  # target false-positive rate
     # Bookkeeping.
@@ -89,6 +94,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("model", s.model in MODEL_TYPES, f"one of {MODEL_TYPES}"),
         ("device", s.device in DEVICES, f"one of {DEVICES}"),
         ("score", s.score in SCORES, f"one of {SCORES}"),
+        ("prior", s.prior in PRIORS, f"one of {PRIORS}"),
         ("threads", s.threads >= 1, "at least 1"),
         ("depth", 1 <= s.depth <= 8, "between 1 and 8"),
         ("hidden", s.hidden is None or s.hidden >= 1, "at least 1"),
@@ -121,6 +127,9 @@ def _check_ranges(s: TrainSettings) -> None:
         raise ConfigError(msg)
     if s.free_bits > 0 and s.model != "vae":
         msg = f"setting 'free_bits' applies to --model vae only (model is {s.model!r})"
+        raise ConfigError(msg)
+    if s.prior == "defensive" and s.model != "vae":
+        msg = f"setting 'prior': 'defensive' applies to --model vae only (model is {s.model!r})"
         raise ConfigError(msg)
 
 
@@ -164,6 +173,7 @@ class Resolved:
     patience_steps: int
     max_steps: int
     steps_per_epoch: int
+    prior: str  # standard | defensive
 
 
 def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs: int) -> Resolved:
@@ -184,4 +194,12 @@ def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs:
         patience_steps=settings.patience_steps or max(300, 15 * steps_per_epoch),
         max_steps=settings.max_steps or warmup + max(5000, 100 * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
+        prior=resolve_prior(settings),
     )
+
+
+def resolve_prior(settings: TrainSettings) -> str:
+    """The scores' latent prior: ``auto`` is ``defensive`` for the VAE, ``standard`` otherwise."""
+    if settings.prior == "auto":
+        return "defensive" if settings.model == "vae" else "standard"
+    return settings.prior

@@ -53,3 +53,44 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
 def prior_nll(z: torch.Tensor) -> torch.Tensor:
     """Negative log density of ``z`` under N(0, I), per row, ``(N,)``."""
     return 0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def stable_logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """``log(sum(exp(values)))`` over ``dim``, shifted by the maximum so that nothing overflows.
+
+    Written out rather than ``torch.logsumexp`` so that the exported ONNX graph carries the
+    shift itself, whatever its runtime does with ``ReduceLogSumExp``.
+    """
+    top = values.max(dim=dim, keepdim=True).values
+    return (top + torch.log(torch.exp(values - top).sum(dim=dim, keepdim=True))).squeeze(dim)
+
+
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag(exp(log_var))) summed over the last axis; arguments broadcast."""
+    return (-0.5 * (LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var))).sum(-1)
+
+
+def mixture_log_density(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
+    """log of (1/M) sum_m N(z; means[m], diag(exp(log_vars[m]))), ``(..., N)``.
+
+    ``z`` is ``(..., N, L)``; ``means`` and ``log_vars`` ``(M, L)``. The squared distances are
+    expanded into three products so that no ``(..., N, M, L)`` tensor is formed.
+    """
+    precision = torch.exp(-log_vars)
+    constant = -0.5 * (log_vars.sum(-1) + z.shape[-1] * LOG_2PI)
+    quadratic = (
+        z.pow(2) @ precision.T - 2 * z @ (means * precision).T + (means.pow(2) * precision).sum(-1)
+    )  # (..., N, M)
+    return stable_logsumexp(constant - 0.5 * quadratic, dim=-1) - math.log(means.shape[0])
+
+
+def defensive_prior_log_density(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:
+    """log of the half-and-half mixture of N(0, I) and the posteriors in ``means``/``log_vars``.
+
+    The second half is the aggregate posterior of the rows behind the bank (the density the
+    encoder actually puts normal rows at); the first keeps the density of every code bounded
+    below by half the standard prior, so a code far from every bank row is never scored worse
+    than under N(0, I) plus log 2 nats.
+    """
+    both = torch.stack([-prior_nll(z), mixture_log_density(z, means, log_vars)])
+    return stable_logsumexp(both, dim=0) - math.log(2)

@@ -37,7 +37,7 @@ from service.bundle import (
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
-from training.config import Resolved, TrainSettings, make_settings, resolve
+from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings, make_settings, resolve
 from training.export import PARITY_RTOL, ScoringGraph, export_onnx, parity_error, torch_outputs
 from training.generative import add_decoder, write_fidelity_report
 from training.loop import FitResult, fit
@@ -217,6 +217,8 @@ def _train_and_write(
     train = _to_batch(pre, x_normal[train_idx], device)
     holdout = _to_batch(pre, x_normal[holdout_idx], device)
     net, fit_result, restarts = _fit_best_of_restarts(settings, arch, resolved, train, holdout, eps, device, quiet)
+    if resolved.prior == "defensive":
+        _set_defensive_prior(net, train, settings.seed)
 
     graph = ScoringGraph(pre, net.cpu(), eps).eval()
     onnx_path = staging / ONNX_FILE
@@ -317,6 +319,21 @@ def _fit_best_of_restarts(
     assert best is not None  # restarts >= 1
     net, result, kept = best
     return net, result, {"validation_losses": losses, "kept": kept}
+
+
+@torch.no_grad()
+def _set_defensive_prior(net: Autoencoder, train: Batch, seed: int) -> None:
+    """Give the trained VAE its scoring prior from a seeded sample of the fit rows' posteriors.
+
+    Only fit rows enter the bank: the held-out rows that calibrate the p-values must be scored
+    like any new row, not against a prior that holds their own posteriors.
+    """
+    rows = np.arange(len(train))
+    if len(rows) > PRIOR_BANK_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, PRIOR_BANK_ROWS, replace=False))
+    net.eval()
+    mu, log_var = net.encode(train.enc_in[torch.from_numpy(rows).to(train.enc_in.device)])
+    net.use_defensive_prior(mu, log_var)
 
 
 def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:

@@ -29,6 +29,8 @@ def test_defaults_and_overrides() -> None:
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
         ({"model": "aae", "free_bits": 0.5}, "applies to --model vae only"),
+        ({"prior": "uniform"}, "setting 'prior': 'uniform' must be one of"),
+        ({"model": "hvae", "prior": "defensive"}, "'defensive' applies to --model vae only"),
         ({"report": "yes"}, "setting 'report'"),
     ],
 )
@@ -55,3 +57,12 @@ def test_sizes_scale_with_the_data() -> None:
     assert small.warmup_steps >= 500
     assert small.patience_steps >= 300
     assert small.max_steps >= small.warmup_steps + 5000
+
+
+@pytest.mark.parametrize(
+    ("model", "prior", "resolved"),
+    [("vae", "auto", "defensive"), ("vae", "standard", "standard"), ("aae", "auto", "standard")],
+)
+def test_the_scoring_prior_is_defensive_for_the_vae_by_default(model: str, prior: str, resolved: str) -> None:
+    settings = make_settings({"model": model, "prior": prior})
+    assert resolve(settings, n_train=100, n_features=7, n_inputs=7).prior == resolved

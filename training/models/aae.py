@@ -26,7 +26,7 @@ class AAE(Autoencoder):
         super().__init__(arch)
         self.discriminator = nn.Sequential(mlp(arch.latent_dim, arch.hidden, 2), nn.Linear(arch.hidden, 1))
 
-    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return likelihood.prior_nll(mu)
 
     def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:

@@ -20,7 +20,7 @@ class AE(Autoencoder):
         super().__init__(arch)
         self.noise = noise
 
-    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(mu[:, 0])
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:

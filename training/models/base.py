@@ -101,8 +101,12 @@ class Autoencoder(nn.Module):
             parts.append(likelihood.categorical_nll(batch.codes, logits))
         return torch.cat(parts, dim=-1).index_select(-1, self.to_manifest_order)
 
-    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-        """The per-row latent term added to the reconstruction NLL in ``neg_elbo``, ``(N,)``."""
+    def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The per-row latent term added to the reconstruction NLL in ``neg_elbo``, ``(N,)``.
+
+        ``z`` are the codes the reconstruction term was scored at: ``(K, N, L)`` fixed draws,
+        or the posterior mean ``(N, L)`` for a deterministic model.
+        """
         return likelihood.gaussian_kl(mu, log_var)
 
     def score(self, batch: Batch, eps: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,10 +114,11 @@ class Autoencoder(nn.Module):
         mu, log_var = self.encode(batch.enc_in)
         if self.stochastic:
             z = self.reparameterize(mu.unsqueeze(0), log_var.unsqueeze(0), eps.unsqueeze(1))  # (K, N, L)
-            feature_scores = self.feature_nll(z, batch).mean(0)
         else:
-            feature_scores = self.feature_nll(mu, batch)
-        kl = self.latent_penalty(mu, log_var)
+            z = mu
+        feature_nll = self.feature_nll(z, batch)
+        feature_scores = feature_nll.mean(0) if self.stochastic else feature_nll
+        kl = self.latent_penalty(mu, log_var, z)
         return {
             "neg_elbo": feature_scores.sum(-1) + kl,
             "kl": kl,

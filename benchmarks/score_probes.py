@@ -39,27 +39,19 @@ from typing import Any
 import detection as bench
 import numpy as np
 
-LOG_2PI = math.log(2 * math.pi)
 PROBES = ("default", "draws64", "iwae64", "antithetic8", "gauss_prior", "aggregate_prior", "defensive_prior")
 CHUNK = 512  # test rows per step of the mixture prior (rows x draws x fit rows floats)
 
 
-def _gaussian_log_density(z: Any, mean: Any, log_var: Any) -> Any:
-    return (-0.5 * (LOG_2PI + log_var + (z - mean).pow(2) * (-log_var).exp())).sum(-1)
-
-
 def _mixture_log_density(z: Any, means: Any, log_vars: Any) -> Any:
-    """log of (1/M) sum_m N(z; means[m], exp(log_vars[m])) for ``z`` ``(R, L)``, in chunks."""
+    """``training.likelihood.mixture_log_density`` of ``z`` ``(R, L)`` in chunks of rows (memory)."""
     import torch
 
-    precision = (-log_vars).exp()
-    constant = -0.5 * (log_vars.sum(-1) + z.shape[-1] * LOG_2PI)
-    parts = []
-    for start in range(0, len(z), CHUNK):
-        part = z[start : start + CHUNK]
-        quad = part.pow(2) @ precision.T - 2 * part @ (means * precision).T + (means.pow(2) * precision).sum(-1)
-        parts.append(torch.logsumexp(constant - 0.5 * quad, dim=-1))
-    return torch.cat(parts) - math.log(len(means))
+    from training import likelihood
+
+    return torch.cat(
+        [likelihood.mixture_log_density(z[i : i + CHUNK], means, log_vars) for i in range(0, len(z), CHUNK)]
+    )
 
 
 def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -82,7 +74,7 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
 
         fresh = torch.randn(64, latent, generator=torch.Generator().manual_seed(seed + 12_345))
         z64, recon64 = draws(fresh)
-        log_q = _gaussian_log_density(z64, mu, log_var)
+        log_q = likelihood.gaussian_log_density(z64, mu, log_var)
         log_prior = -likelihood.prior_nll(z64)
         half = torch.randn(4, latent, generator=torch.Generator().manual_seed(seed))
         _, recon_anti = draws(torch.cat([half, -half]))
@@ -100,7 +92,7 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
             - log_var.sum(-1)
         )
         z8 = mu + (0.5 * log_var).exp() * eps.unsqueeze(1)
-        log_q8 = _gaussian_log_density(z8, mu, log_var)
+        log_q8 = likelihood.gaussian_log_density(z8, mu, log_var)
         log_mix = _mixture_log_density(z8.reshape(-1, latent), fit_mu, fit_log_var).reshape(len(eps), -1)
         log_defensive = torch.logaddexp(-likelihood.prior_nll(z8), log_mix) - math.log(2)
         scores = {

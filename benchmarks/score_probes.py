@@ -174,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo), [args.bank_rows] * len(todo))
         for record in runs:
-            (args.cache / f"{record['dataset']}__seed{record['seed']}.json").write_text(json.dumps(record))
+            path = args.cache / f"{record['dataset']}__seed{record['seed']}.json"
+            partial = path.with_suffix(".tmp")
+            partial.write_text(json.dumps(record))
+            partial.replace(path)  # an interrupted run never leaves a half record to be read back
             print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
     records = [json.loads((args.cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]
     print(report(records))

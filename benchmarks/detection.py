@@ -421,9 +421,7 @@ def measure_graph_speed(root: Path, cache: Path, refresh: bool, dataset: str = "
         threads=THREADS, batch_rows=BATCH_ROWS, cache_version=CACHE_VERSION,
     )  # fmt: skip
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_json(path, record)
     return record
 
 
@@ -488,6 +486,13 @@ def read_cached(cache: Path, task: Task) -> Record | None:
     return record if record.get("cache_version") == CACHE_VERSION else None
 
 
+def write_json(path: Path, record: Record) -> None:
+    """Write ``record`` to ``path`` atomically: an interrupted run never leaves half a record."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
 def write_cached(cache: Path, record: Record) -> None:
     """Write ``record`` atomically; the cache folder ignores itself in git."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -495,9 +500,7 @@ def write_cached(cache: Path, record: Record) -> None:
     if not ignore.exists():
         ignore.write_text("*\n")
     task = Task(record["detector"], record["dataset"], record["seed"])
-    tmp = cache / f".{task.key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    tmp.replace(cache / f"{task.key}.json")
+    write_json(cache / f"{task.key}.json", record)
 
 
 def task_cost(task: Task, root: Path) -> float:

@@ -94,7 +94,7 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
         z8 = mu + (0.5 * log_var).exp() * eps.unsqueeze(1)
         log_q8 = likelihood.gaussian_log_density(z8, mu, log_var)
         log_mix = _mixture_log_density(z8.reshape(-1, latent), fit_mu, fit_log_var).reshape(len(eps), -1)
-        log_defensive = torch.logaddexp(-likelihood.prior_nll(z8), log_mix) - math.log(2)
+        log_defensive = likelihood.stable_logsumexp(torch.stack([-likelihood.prior_nll(z8), log_mix]), 0) - math.log(2)
         scores = {
             "default": base["neg_elbo"],
             "draws64": recon64.mean(0) + base["kl"],
@@ -174,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo), [args.bank_rows] * len(todo))
         for record in runs:
-            path = args.cache / f"{record['dataset']}__seed{record['seed']}.json"
-            partial = path.with_suffix(".tmp")
-            partial.write_text(json.dumps(record))
-            partial.replace(path)  # an interrupted run never leaves a half record to be read back
+            bench.write_json(args.cache / f"{record['dataset']}__seed{record['seed']}.json", record)
             print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
     records = [json.loads((args.cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]
     print(report(records))

@@ -79,14 +79,18 @@ def mixture_log_density(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Te
     """log of (1/M) sum_m N(z; means[m], diag(exp(log_vars[m]))), ``(..., N)``.
 
     ``z`` is ``(..., N, L)``; ``means`` and ``log_vars`` ``(M, L)``. The squared distances are
-    expanded into three products so that no ``(..., N, M, L)`` tensor is formed.
+    expanded into one product, ``[z^2, z] @ [P, -2 P m]^T + sum(P m^2)`` with the precisions P,
+    so that no ``(..., N, M, L)`` tensor is formed. The expansion subtracts large terms (P
+    reaches e^12), so it runs in float64: in float32 it lost up to 0.02 nats on a trained
+    graph, and torch and onnxruntime disagreed on its scores.
     """
-    precision = torch.exp(-log_vars)
-    constant = -0.5 * (log_vars.sum(-1) + z.shape[-1] * LOG_2PI)
-    quadratic = (
-        z.pow(2) @ precision.T - 2 * z @ (means * precision).T + (means.pow(2) * precision).sum(-1)
-    )  # (..., N, M)
-    return stable_logsumexp(constant - 0.5 * quadratic, dim=-1) - math.log(means.shape[0])
+    precision = torch.exp(-log_vars.double())
+    means64 = means.double()
+    weights = torch.cat([precision, -2 * means64 * precision], dim=-1)  # (M, 2L)
+    offset = (means64.pow(2) * precision).sum(-1) + log_vars.double().sum(-1) + z.shape[-1] * LOG_2PI
+    z64 = z.double()
+    exponent = -0.5 * (torch.cat([z64.pow(2), z64], dim=-1) @ weights.T + offset)  # (..., N, M)
+    return stable_logsumexp(exponent.to(z.dtype), dim=-1) - math.log(means.shape[0])
 
 
 def defensive_prior_log_density(z: torch.Tensor, means: torch.Tensor, log_vars: torch.Tensor) -> torch.Tensor:

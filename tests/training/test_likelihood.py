@@ -29,3 +29,14 @@ def test_the_defensive_prior_never_falls_below_half_the_standard_prior() -> None
     z = torch.randn(100, 3) * 3
     floor = -likelihood.prior_nll(z) - math.log(2)
     assert (likelihood.defensive_prior_log_density(z, means, log_vars) >= floor - 1e-5).all()
+
+
+def test_the_mixture_density_stays_exact_for_tight_posteriors_far_from_the_origin() -> None:
+    """Posteriors as tight as the encoder allows (log-variance -12) at codes near 3 in 32 dimensions."""
+    generator = torch.Generator().manual_seed(0)
+    means = 3 + torch.randn(64, 32, generator=generator)
+    log_vars = torch.full((64, 32), -12.0)
+    z = means[:8] + torch.exp(0.5 * log_vars[:8]) * torch.randn(8, 32, generator=generator)
+    exact = torch.distributions.Normal(means.double(), torch.exp(0.5 * log_vars.double()))
+    expected = torch.logsumexp(exact.log_prob(z.double().unsqueeze(1)).sum(-1), dim=-1) - math.log(64)
+    torch.testing.assert_close(likelihood.mixture_log_density(z, means, log_vars).double(), expected, atol=1e-3, rtol=0)

@@ -83,6 +83,18 @@ def _epoch_schedule(n_train: int) -> dict[str, int]:
     return {"warmup_steps": 20 * per_epoch, "patience_steps": 15 * per_epoch, "max_steps": 200 * per_epoch}
 
 
+def _old_step_cap(n_train: int) -> dict[str, int]:
+    """The step cap before session 6: warm-up + max(5,000 steps, 100 epochs)."""
+    ensure_repo_importable()
+    from training.config import make_settings, resolve
+    from training.data import split_rows
+
+    settings = make_settings()
+    n_fit = split_rows(n_train, settings.validation_fraction, 0)[0].size
+    sizes = resolve(settings, n_train=n_fit, n_features=1, n_inputs=1)
+    return {"max_steps": sizes.warmup_steps + max(5000, 100 * sizes.steps_per_epoch)}
+
+
 # Variants of the default (``lw-vae~NAME``), one choice changed each; shown, never ranked.
 # Each maps to (what changes, trainer overrides or a function of the training row count).
 # ``seed_offset`` is added to the model's seed only (the protocol's train/test split stays):
@@ -91,9 +103,11 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "one-draw": ("1 fixed draw of z in the graph instead of 8", {"draws": 1}),
     "four-draws": ("4 fixed draws of z in the graph instead of 8", {"draws": 4}),
     "epoch-schedule": (
-        "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 5,000)",
+        "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 20,000)",
         _epoch_schedule,
     ),
+    "step-cap": ("step cap warm-up + max(5,000 steps, 100 epochs) instead of max(20,000 steps, 100 epochs)",
+                 _old_step_cap),
     "no-warmup": ("KL weight 1 from the first step instead of rising over max(500 steps, 20 epochs)",
                   {"warmup_steps": 0}),
     "no-weight-decay": ("AdamW weight decay 0 instead of 1e-4", {"weight_decay": 0.0}),

@@ -62,7 +62,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")
-    p.add_argument("--max-steps", type=int, help="cap on gradient steps")
+    p.add_argument("--max-steps", type=int, help="cap on gradient steps (default: warm-up + max(20000, 100 epochs))")
     p.add_argument(
         "--restarts",
         type=int,

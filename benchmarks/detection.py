@@ -67,11 +67,10 @@ ALL_DETECTORS = BASELINES + LW_DETECTORS
 LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary score
 
 
-def _epoch_schedule(n_train: int) -> dict[str, int]:
-    """The reference VAE's schedule in epochs (warm-up 20, patience 15, at most 200).
+def _default_sizes(n_train: int) -> Any:
+    """The trainer's derived sizes (``training.config.Resolved``) for ``n_train`` protocol rows.
 
-    An epoch is the trainer's own: its batch rule over the rows it fits on (``n_train`` less
-    the held-out share).
+    The trainer fits on ``n_train`` less its held-out share; epochs are counted over those rows.
     """
     ensure_repo_importable()
     from training.config import make_settings, resolve
@@ -79,19 +78,18 @@ def _epoch_schedule(n_train: int) -> dict[str, int]:
 
     settings = make_settings()
     n_fit = split_rows(n_train, settings.validation_fraction, 0)[0].size
-    per_epoch = resolve(settings, n_train=n_fit, n_features=1, n_inputs=1).steps_per_epoch
+    return resolve(settings, n_train=n_fit, n_features=1, n_inputs=1)
+
+
+def _epoch_schedule(n_train: int) -> dict[str, int]:
+    """The reference VAE's schedule in epochs (warm-up 20, patience 15, at most 200)."""
+    per_epoch = _default_sizes(n_train).steps_per_epoch
     return {"warmup_steps": 20 * per_epoch, "patience_steps": 15 * per_epoch, "max_steps": 200 * per_epoch}
 
 
 def _old_step_cap(n_train: int) -> dict[str, int]:
     """The step cap before session 6: warm-up + max(5,000 steps, 100 epochs)."""
-    ensure_repo_importable()
-    from training.config import make_settings, resolve
-    from training.data import split_rows
-
-    settings = make_settings()
-    n_fit = split_rows(n_train, settings.validation_fraction, 0)[0].size
-    sizes = resolve(settings, n_train=n_fit, n_features=1, n_inputs=1)
+    sizes = _default_sizes(n_train)
     return {"max_steps": sizes.warmup_steps + max(5000, 100 * sizes.steps_per_epoch)}
 
 

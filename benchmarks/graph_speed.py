@@ -58,7 +58,8 @@ def report_line(record: dict[str, Any]) -> str:
     return (
         f"- exported graph of `{record['detector']}` trained on {record['dataset']} (seed {record['seed']}, "
         f"{record['features']} features, hidden {record['hidden']}, latent {record['latent_dim']}, "
-        f"{record['draws']} draws): **{median:,.0f} rows/s**, median of {len(record['passes'])} passes over "
-        f"{record['rows']:,} rows in one onnxruntime session, {record['threads']} intra-op threads, "
-        f"{record['batch_rows']}-row batches, every output; bar >= {BAR_ROWS_PER_SECOND:,}: {verdict}"
+        f"{record.get('members', 1)} member(s), {record['draws']} draws): **{median:,.0f} rows/s**, "
+        f"median of {len(record['passes'])} passes over {record['rows']:,} rows in one onnxruntime session, "
+        f"{record['threads']} intra-op threads, {record['batch_rows']}-row batches, every output; "
+        f"bar >= {BAR_ROWS_PER_SECOND:,}: {verdict}"
     )

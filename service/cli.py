@@ -68,6 +68,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="fit this many initializations and keep the best validation loss (default 1; costs N x the fit)",
     )
+    p.add_argument(
+        "--members",
+        type=int,
+        help="train this many models apart and score them as their mixture (default: 2 for vae, 1 otherwise; "
+        "costs N x the fit and about N x the scoring)",
+    )
     p.add_argument("--name", help="model name (default: the data file's name)")
     p.add_argument("--version", help="model version (default: a UTC timestamp)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

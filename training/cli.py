@@ -38,6 +38,7 @@ def train_command(args: argparse.Namespace) -> int:
         beta=args.beta,
         warmup_steps=args.warmup_steps,
         restarts=args.restarts,
+        members=args.members,
     )
     frame = read_table(args.data)
     result = train_bundle(
@@ -57,6 +58,12 @@ def train_command(args: argparse.Namespace) -> int:
         f"{fit.steps} steps ({'early stop' if fit.stopped_early else 'step cap'}), "
         f"best validation loss {fit.best_val:.4f}, {result.seconds:.1f} s"
     )
+    members = m.training.get("members", [])
+    if len(members) > 1:
+        losses = ", ".join(f"{member['best_validation_loss']:.4f}" for member in members)
+        print(
+            f"  {len(members)} members, scored as their mixture; their validation losses: {losses} (first shown above)"
+        )
     restarts = m.training.get("restarts", {})
     if len(restarts.get("validation_losses", [])) > 1:
         losses = ", ".join(f"{v:.4f}" for v in restarts["validation_losses"])

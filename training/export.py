@@ -114,9 +114,9 @@ def parity_error(
     """Largest relative difference between two sets of outputs.
 
     Each value is compared relative to the larger of itself, 1, its column's median
-    magnitude and, for outputs in raw units, the column's unit in ``units`` (a feature's
-    standard deviation): ``expected = mean * scale + center`` can be a small difference of
-    large terms, whose float32 rounding is relative to those terms. Every output named in
+    magnitude and the output's unit in ``units``: per column ``(F,)`` (a feature's standard
+    deviation, for ``expected = mean * scale + center``, a small difference of large terms whose
+    float32 rounding is relative to those terms) or per row, ``(N,)`` or ``(N, 1)``. Every output named in
     ``expected`` is compared.
     """
     units = units or {}

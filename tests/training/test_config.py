@@ -25,6 +25,7 @@ def test_defaults_and_overrides() -> None:
         ({"alpha": 1.5}, "setting 'alpha': 1.5 must be between 0 and 1"),
         ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
+        ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
@@ -66,3 +67,9 @@ def test_sizes_scale_with_the_data() -> None:
 def test_the_scoring_prior_is_defensive_for_the_vae_by_default(model: str, prior: str, resolved: str) -> None:
     settings = make_settings({"model": model, "prior": prior})
     assert resolve(settings, n_train=100, n_features=7, n_inputs=7).prior == resolved
+
+
+@pytest.mark.parametrize(("values", "members"), [({}, 2), ({"model": "aae"}, 1), ({"model": "hvae", "members": 3}, 3)])
+def test_the_vae_is_a_mixture_of_two_members_unless_told(values: dict, members: int) -> None:
+    resolved = resolve(make_settings(values), n_train=500, n_features=10, n_inputs=10)
+    assert resolved.members == members

@@ -43,6 +43,15 @@ def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
     }
 
 
+def test_parity_can_measure_a_split_in_units_of_the_row_total() -> None:
+    # One row far out, 12,926 nats in all: a 0.001 shift of one small share is a rounding of the total.
+    torch_side = {"feature_scores": np.array([[0.727, 12925.15], [0.5, 0.5]])}
+    ort_side = {"feature_scores": np.array([[0.728, 12925.149], [0.5, 0.5]])}
+    assert parity_error(torch_side, ort_side) == pytest.approx(1e-3, rel=1e-3)
+    totals = np.array([[12925.88], [1.0]])
+    assert parity_error(torch_side, ort_side, {"feature_scores": totals}) < 1e-6
+
+
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])
 def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -> None:
     result = bundles[model]

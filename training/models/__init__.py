@@ -5,11 +5,12 @@ from __future__ import annotations
 from training.models.aae import AAE
 from training.models.ae import AE
 from training.models.base import Architecture, Autoencoder, Batch
+from training.models.ensemble import Ensemble
 from training.models.hvae import HVAE
 from training.models.vae import VAE
 from training.models.vaegan import VAEGAN
 
-__all__ = ["AAE", "AE", "HVAE", "VAE", "VAEGAN", "Architecture", "Autoencoder", "Batch", "build_model"]
+__all__ = ["AAE", "AE", "HVAE", "VAE", "VAEGAN", "Architecture", "Autoencoder", "Batch", "Ensemble", "build_model"]
 
 
 def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0, free_bits: float = 0.0) -> Autoencoder:

@@ -1,0 +1,101 @@
+"""The ensemble: members trained apart, scored as their equal-weight mixture."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.features import encode_frame
+from tests.training.tables import mixed_table
+from training.config import PRIOR_BANK_ROWS
+from training.export import torch_outputs
+from training.models import VAE, Architecture, Batch, Ensemble
+from training.pipeline import MEMBER_SEED_STRIDE, train_bundle
+
+ARCH = Architecture(
+    n_inputs=3, n_numeric=3, group_sizes=(), feature_order=(0, 1, 2), hidden=8, depth=1, latent_dim=2, min_scale=0.01
+)
+
+
+def _batch(rows: int) -> Batch:
+    num = torch.randn(rows, 3) * torch.tensor([1.0, 1.0, 6.0])  # some rows far out
+    return Batch(enc_in=num, num=num, observed=torch.ones(rows, 3), codes=torch.zeros(rows, 0, dtype=torch.long))
+
+
+def test_the_mixture_score_is_the_log_mean_exp_of_the_members_elbos() -> None:
+    torch.manual_seed(0)
+    members = [VAE(ARCH).eval() for _ in range(3)]
+    batch, eps = _batch(64), torch.randn(8, 2)
+    with torch.no_grad():
+        each = torch.stack([m.score(batch, eps)["neg_elbo"] for m in members])  # (3, 64)
+        mixed = Ensemble(members).score(batch, eps)
+    expected = math.log(3) - torch.logsumexp(-each, dim=0)
+    torch.testing.assert_close(mixed["neg_elbo"], expected)
+    # Never worse than the best member by more than log 3 nats, never better than it.
+    best = each.min(0).values
+    assert torch.all(mixed["neg_elbo"] <= best + math.log(3) + 1e-5)
+    assert torch.all(mixed["neg_elbo"] >= best - 1e-5)
+    # It splits like one model's: features plus the latent term, which holds KL(r || uniform) >= 0.
+    torch.testing.assert_close(mixed["feature_scores"].sum(-1) + mixed["kl"], mixed["neg_elbo"], rtol=1e-5, atol=1e-4)
+    responsibilities = torch.softmax(-each, dim=0)
+    member_kl = torch.stack([m.score(batch, eps)["kl"] for m in members])
+    assert torch.all(mixed["kl"] >= (responsibilities * member_kl).sum(0) - 1e-5)
+
+
+def test_the_embedding_and_the_decoder_are_the_first_members() -> None:
+    torch.manual_seed(1)
+    members = [VAE(ARCH).eval() for _ in range(2)]
+    ensemble = Ensemble(members)
+    batch = _batch(5)
+    torch.testing.assert_close(ensemble.score(batch, torch.randn(4, 2))["latent"], members[0].encode(batch.enc_in)[0])
+    z = torch.randn(5, 2)
+    torch.testing.assert_close(ensemble.decode(z)[0], members[0].decode(z)[0])
+    with pytest.raises(ValueError, match="at least two members"):
+        Ensemble(members[:1])
+
+
+def test_the_default_vae_trains_two_members_and_member_zero_is_the_single_model(tmp_path: Path, quick: dict) -> None:
+    frame = mixed_table(800)  # more fit rows than a member's share of the prior's bank
+    default = train_bundle(frame, tmp_path / "two", seed=4, overrides=quick)
+    single = train_bundle(frame, tmp_path / "one", seed=4, overrides={**quick, "members": 1})
+    members = default.manifest.training["members"]
+    assert [m["seed"] for m in members] == [4, 4 + MEMBER_SEED_STRIDE]
+    assert members[0]["best_validation_loss"] == pytest.approx(single.fit.best_val)
+    assert members[1]["best_validation_loss"] != pytest.approx(members[0]["best_validation_loss"])
+    ensemble = default.graph.model
+    assert isinstance(ensemble, Ensemble)
+    assert not isinstance(single.graph.model, Ensemble)
+    # The defensive prior's bank of fit rows is shared out: half of PRIOR_BANK_ROWS at most each.
+    fit_rows = default.manifest.training["rows"]["train"]
+    assert fit_rows > PRIOR_BANK_ROWS // 2
+    assert [m.prior_bank_mu.shape[0] for m in ensemble.members] == [PRIOR_BANK_ROWS // 2] * 2
+    rows = encode_frame(frame, default.manifest.features).x
+    two, one = torch_outputs(default.graph, rows), torch_outputs(single.graph, rows)
+    np.testing.assert_allclose(two["latent"], one["latent"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(two["neg_elbo"], one["neg_elbo"], rtol=1e-3)
+    # The calibration scores are the exported mixture's own.
+    holdout = np.sort(torch_outputs(default.graph, rows[_holdout_rows(default)])["neg_elbo"])
+    np.testing.assert_allclose(default.manifest.calibration.scores, holdout, rtol=1e-4)
+
+
+def _holdout_rows(result) -> np.ndarray:
+    from training.data import split_rows
+
+    settings = result.manifest.training["settings"]
+    rows = result.manifest.training["rows"]
+    return split_rows(rows["train"] + rows["holdout"], settings["validation_fraction"], settings["seed"])[1]
+
+
+def test_other_model_types_train_one_model_unless_told(tmp_path: Path, quick: dict) -> None:
+    frame = mixed_table(200)
+    ae = train_bundle(frame, tmp_path / "ae", model="ae", seed=0, overrides=quick)
+    assert len(ae.manifest.training["members"]) == 1
+    aae = train_bundle(frame, tmp_path / "aae", model="aae", seed=0, overrides={**quick, "members": 2})
+    assert isinstance(aae.graph.model, Ensemble)
+    rows = encode_frame(frame, aae.manifest.features).x
+    out = torch_outputs(aae.graph, rows)
+    np.testing.assert_allclose(out["feature_scores"].sum(-1) + out["kl"], out["neg_elbo"], rtol=1e-4, atol=1e-4)

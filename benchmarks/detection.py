@@ -119,7 +119,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
                        "(½ N(0, I) + ½ the posteriors of up to 1,024 fit rows)", {"prior": "standard"}),
     "other-seed": ("model seed + 100: holdout rows, initialization, batches and draws change; nothing else",
                    {"seed_offset": 100}),
-    "one-member": ("one model instead of the mixture of two members (seeds s and s + 104,729)", {"members": 1}),
+    "two-members": ("2 members (seeds s and s + 104,729) scored as their mixture instead of one model",
+                    {"members": 2}),
 }  # fmt: skip
 ABLATED = tuple(f"lw-vae~{name}" for name in ABLATIONS)
 KNOWN_DETECTORS = ALL_DETECTORS + ABLATED
@@ -431,7 +432,8 @@ def measure_graph_speed(root: Path, cache: Path, refresh: bool, dataset: str = "
     record = summary(
         speeds, detector="lw-vae", dataset=dataset, seed=seed, features=manifest.n_features, rows=len(x),
         hidden=resolved["hidden"], latent_dim=resolved["latent_dim"], draws=manifest.training["settings"]["draws"],
-        members=resolved["members"], threads=THREADS, batch_rows=BATCH_ROWS, cache_version=CACHE_VERSION,
+        members=manifest.training["settings"]["members"], threads=THREADS, batch_rows=BATCH_ROWS,
+        cache_version=CACHE_VERSION,
     )  # fmt: skip
     cache.mkdir(parents=True, exist_ok=True)
     write_json(path, record)

@@ -61,9 +61,7 @@ def train_command(args: argparse.Namespace) -> int:
     members = m.training.get("members", [])
     if len(members) > 1:
         losses = ", ".join(f"{member['best_validation_loss']:.4f}" for member in members)
-        print(
-            f"  {len(members)} members, scored as their mixture; their validation losses: {losses} (first shown above)"
-        )
+        print(f"  {len(members)} members scored as their mixture; validation losses {losses} (the first above)")
     restarts = m.training.get("restarts", {})
     if len(restarts.get("validation_losses", [])) > 1:
         losses = ", ".join(f"{v:.4f}" for v in restarts["validation_losses"])

@@ -21,16 +21,12 @@ DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
-# members: the graph's mixture costs the same however many there are. With two members of 256
-# each the mnist graph scores about 1.5x the rows per second of 2 x 512 (RESULTS.md).
-PRIOR_BANK_ROWS = 512
+# members (``members``), so that the graph's mixture prior costs the same however many there are.
+PRIOR_BANK_ROWS = 1024
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step
 # that a higher cap found best on the validation rows (benchmarks/RESULTS.md, ``step-cap``).
 MIN_CAP_STEPS = 20_000
-# Members of the default VAE. Two seeds' mixture scored +0.005 ROC-AUC and +0.016 AP over one
-# member on the benchmark (benchmarks/RESULTS.md, ``one-member``) at twice the fit time.
-VAE_MEMBERS = 2
 
 
 @dataclass(frozen=True)
@@ -59,14 +55,14 @@ class TrainSettings:
     max_steps: int | None = None  # None: warm-up + max(MIN_CAP_STEPS, 100 epochs); early stopping ends training
     patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
     restarts: int = 1  # independent initializations; the one with the best validation loss is kept
-    # Independently trained members scored as their equal-weight mixture (training/models/ensemble.py);
-    # None: 2 for vae, 1 for the other model types.
-    members: int | None = None
+    # Models trained apart on the same rows, scored as their equal-weight mixture
+    # (training/models/ensemble.py); costs N x the fit and about N x the scoring.
+    members: int = 1
     validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
     # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
-    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 512 fit rows per run (shared out among
+    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 1,024 fit rows (shared out among
     # the members), set after training.
     prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo
@@ -125,7 +121,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("max_steps", s.max_steps is None or s.max_steps >= 1, "at least 1"),
         ("patience_steps", s.patience_steps is None or s.patience_steps >= 1, "at least 1"),
         ("restarts", 1 <= s.restarts <= 32, "between 1 and 32"),
-        ("members", s.members is None or 1 <= s.members <= 16, "between 1 and 16"),
+        ("members", 1 <= s.members <= 16, "between 1 and 16"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
         ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
@@ -189,7 +185,6 @@ class Resolved:
     max_steps: int
     steps_per_epoch: int
     prior: str  # standard | defensive
-    members: int
 
 
 def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs: int) -> Resolved:
@@ -211,7 +206,6 @@ def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs:
         max_steps=settings.max_steps or warmup + max(MIN_CAP_STEPS, 100 * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
         prior=resolve_prior(settings),
-        members=settings.members or (VAE_MEMBERS if settings.model == "vae" else 1),
     )
 
 

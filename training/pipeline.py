@@ -306,7 +306,7 @@ def _fit_members(
     device: torch.device,
     quiet: bool,
 ) -> tuple[Autoencoder | Ensemble, FitResult, list[dict[str, Any]]]:
-    """Fit ``resolved.members`` members on the same rows and draws, each the best of its restarts.
+    """Fit ``settings.members`` members on the same rows and draws, each the best of its restarts.
 
     Member 0 is the run's own seed, so a one-member run is the single model it always was. The
     defensive prior's bank of ``PRIOR_BANK_ROWS`` fit rows is shared out among the members, so
@@ -319,7 +319,7 @@ def _fit_members(
     nets: list[Autoencoder] = []
     fits: list[FitResult] = []
     summaries: list[dict[str, Any]] = []
-    for m in range(resolved.members):
+    for m in range(settings.members):
         member_settings = settings
         if m:
             member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
@@ -328,7 +328,7 @@ def _fit_members(
             member_settings, arch, resolved, train, holdout, eps, device, quiet
         )
         if resolved.prior == "defensive":
-            _set_defensive_prior(net, train, member_settings.seed, PRIOR_BANK_ROWS // resolved.members)
+            _set_defensive_prior(net, train, member_settings.seed, PRIOR_BANK_ROWS // settings.members)
         nets.append(net)
         fits.append(result)
         summaries.append(

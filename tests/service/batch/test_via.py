@@ -42,10 +42,8 @@ def test_via_the_service_equals_the_local_engine(served: ServerThread, trained_b
     options = ScoreOptions(explain=True, latent=True, batch_rows=700)
     local = run_job(trained_bundle, tmp_path / "in.csv", tmp_path / "local.parquet", options)
     remote = run_job(trained_bundle, tmp_path / "in.csv", tmp_path / "via.parquet", options, via=served.target)
-    # The server batches rows with other requests' rows; onnxruntime's rounding may then move a
-    # score by a micro-nat (the prior's products are blocked by the batch's size).
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "via.parquet"), pd.read_parquet(tmp_path / "local.parquet"), atol=1e-6
+        pd.read_parquet(tmp_path / "via.parquet"), pd.read_parquet(tmp_path / "local.parquet")
     )
     assert (remote.rows, remote.errors, remote.anomalies) == (local.rows, 2, local.anomalies)
     assert remote.engine == f"via {served.target}"
@@ -65,7 +63,7 @@ def test_via_by_model_name_from_the_command_line(served: ServerThread, trained_b
     assert result.returncode == 0, result.stderr
     assert f"engine via {served.target}" in result.stdout
     pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "via.parquet"), pd.read_parquet(tmp_path / "local.parquet"), atol=1e-6
+        pd.read_parquet(tmp_path / "via.parquet"), pd.read_parquet(tmp_path / "local.parquet")
     )
 
 

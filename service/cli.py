@@ -71,8 +71,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--members",
         type=int,
-        help="train this many models apart and score them as their mixture (default: 2 for vae, 1 otherwise; "
-        "costs N x the fit and about N x the scoring)",
+        help="train this many models apart on the same rows and score them as their mixture (default 1; "
+        "costs N x the fit, and each member's encoder and decoder in the graph)",
     )
     p.add_argument("--name", help="model name (default: the data file's name)")
     p.add_argument("--version", help="model version (default: a UTC timestamp)")

@@ -230,7 +230,8 @@ def _train_and_write(
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
     train = _to_batch(pre, x_normal[train_idx], device)
     holdout = _to_batch(pre, x_normal[holdout_idx], device)
-    net, fit_result, members = _fit_members(settings, arch, resolved, train, holdout, eps, device, quiet)
+    job = _FitJob(arch, resolved, train, holdout, eps, device, quiet)
+    net, fit_result, members = _fit_members(settings, job)
 
     graph = ScoringGraph(pre, net.cpu(), eps).eval()
     onnx_path = staging / ONNX_FILE
@@ -296,15 +297,21 @@ def _version() -> str:
         return "0+unknown"
 
 
+@dataclass(frozen=True)
+class _FitJob:
+    """What every member and restart of one run is fitted with: the same rows, draws and sizes."""
+
+    arch: Architecture
+    resolved: Resolved
+    train: Batch
+    holdout: Batch
+    eps: torch.Tensor
+    device: torch.device
+    quiet: bool
+
+
 def _fit_members(
-    settings: TrainSettings,
-    arch: Architecture,
-    resolved: Resolved,
-    train: Batch,
-    holdout: Batch,
-    eps: torch.Tensor,
-    device: torch.device,
-    quiet: bool,
+    settings: TrainSettings, job: _FitJob
 ) -> tuple[Autoencoder | Ensemble, FitResult, list[dict[str, Any]]]:
     """Fit ``settings.members`` members on the same rows and draws, each the best of its restarts.
 
@@ -324,11 +331,9 @@ def _fit_members(
         if m:
             member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
             torch.manual_seed(member_settings.seed)
-        net, result, restarts = _fit_best_of_restarts(
-            member_settings, arch, resolved, train, holdout, eps, device, quiet
-        )
-        if resolved.prior == "defensive":
-            _set_defensive_prior(net, train, member_settings.seed, PRIOR_BANK_ROWS // settings.members)
+        net, result, restarts = _fit_best_of_restarts(member_settings, job)
+        if job.resolved.prior == "defensive":
+            _set_defensive_prior(net, job.train, member_settings.seed, PRIOR_BANK_ROWS // settings.members)
         nets.append(net)
         fits.append(result)
         summaries.append(
@@ -344,16 +349,7 @@ def _fit_members(
     return (nets[0] if len(nets) == 1 else Ensemble(nets)), combined, summaries
 
 
-def _fit_best_of_restarts(
-    settings: TrainSettings,
-    arch: Architecture,
-    resolved: Resolved,
-    train: Batch,
-    holdout: Batch,
-    eps: torch.Tensor,
-    device: torch.device,
-    quiet: bool,
-) -> tuple[Autoencoder, FitResult, dict[str, Any]]:
+def _fit_best_of_restarts(settings: TrainSettings, job: _FitJob) -> tuple[Autoencoder, FitResult, dict[str, Any]]:
     """Fit ``settings.restarts`` models on the same rows and draws; keep the best validation loss.
 
     Restart 0 is the plain run. Restart ``k`` changes only the weights' initialization and the
@@ -372,8 +368,9 @@ def _fit_best_of_restarts(
         if k:
             run_settings = dataclasses.replace(settings, seed=settings.seed + k * RESTART_SEED_STRIDE)
             torch.manual_seed(run_settings.seed)
-        net = build_model(settings.model, arch, denoise=settings.denoise, free_bits=settings.free_bits).to(device)
-        result = fit(net, train, holdout, eps.to(device), run_settings, resolved, quiet=quiet)
+        net = build_model(settings.model, job.arch, denoise=settings.denoise, free_bits=settings.free_bits)
+        net = net.to(job.device)
+        result = fit(net, job.train, job.holdout, job.eps.to(job.device), run_settings, job.resolved, quiet=job.quiet)
         losses.append(result.best_val)
         if best is None or result.best_val < best[1].best_val:
             best = (net, result, k)

@@ -56,7 +56,7 @@ class TrainSettings:
     patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
     restarts: int = 1  # independent initializations; the one with the best validation loss is kept
     # Models trained apart on the same rows, scored as their equal-weight mixture
-    # (training/models/ensemble.py); costs N x the fit and about N x the scoring.
+    # (training/models/ensemble.py); costs N x the fit, and each member's encoder and decoder in the graph.
     members: int = 1
     validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
     # Scoring and calibration.

@@ -8,7 +8,7 @@ r_k = softmax_k(ELBO_k), is
 
     log (1/K) sum_k exp(ELBO_k) = sum_k r_k ELBO_k - KL(r || uniform),
 
-a bound on log p(x) at least as tight as every member's mean ELBO. So ``neg_elbo`` stays a
+a bound on log p(x) at least as tight as the mean of the members' ELBOs. So ``neg_elbo`` stays a
 negative ELBO (in nats, higher = more anomalous), and it splits the way one model's does:
 ``feature_scores`` are the members' feature scores weighted by r, and ``kl`` is the members'
 KL terms weighted by r plus KL(r || uniform), the nats that choosing a member costs.

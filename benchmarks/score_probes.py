@@ -1,8 +1,8 @@
 """Probes of the default VAE's score: other estimators and priors on the same trained model.
 
-For each dataset and seed of the detection protocol (``detection.py``), train the default
-bundle once, then score the test rows in torch several ways without retraining, and report
-each way's mean ROC-AUC and average precision minus the default's, paired on the same
+For each dataset and seed of the detection protocol (``detection.py``), train one model (the
+default's settings with ``folds = 1``), then score the test rows in torch several ways without
+retraining, and report each way's mean ROC-AUC and average precision minus the default's, paired on the same
 (dataset, seed) pairs. Every probe is still a bound on the row's log-likelihood (or, for
 ``iwae64``, a tighter one):
 
@@ -123,7 +123,9 @@ def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -
     frame = ds.frame.iloc[train].reset_index(drop=True)
     bench.torch_setup(seed)
     with tempfile.TemporaryDirectory(prefix="lw-probe-") as tmp:
-        result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False, "prior": "standard"})
+        result = train_bundle(
+            frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False, "prior": "standard", "folds": 1}
+        )
     features = result.manifest.features
     fit_rows, _ = split_rows(len(frame), result.manifest.training["settings"]["validation_fraction"], seed)
     if bank_rows is not None and len(fit_rows) > bank_rows:

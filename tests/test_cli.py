@@ -43,11 +43,11 @@ def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate
     assert frame["site"].isna().any()
     trained = latentwatch(
         "train", "--data", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "b"),
-        "--label-column", "label", "--exclude", "machine_id", "--restarts", "2", "--members", "2", *QUICK,
+        "--label-column", "label", "--exclude", "machine_id", "--restarts", "2", "--folds", "2", *QUICK,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "restarts' validation losses:" in trained.stdout
-    assert "2 members scored as their mixture" in trained.stdout
+    assert "2 members, one per fold, scored as their mixture" in trained.stdout
     info = latentwatch("info", str(tmp_path / "b"))
     assert info.returncode == 0, info.stderr
     assert "site" in info.stdout

@@ -39,6 +39,7 @@ def train_command(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         restarts=args.restarts,
         members=args.members,
+        folds=args.folds,
     )
     frame = read_table(args.data)
     result = train_bundle(
@@ -61,7 +62,8 @@ def train_command(args: argparse.Namespace) -> int:
     members = m.training.get("members", [])
     if len(members) > 1:
         losses = ", ".join(f"{member['best_validation_loss']:.4f}" for member in members)
-        print(f"  {len(members)} members scored as their mixture; validation losses {losses} (the first above)")
+        how = ", one per fold," if m.training["settings"]["folds"] > 1 else ""
+        print(f"  {len(members)} members{how} scored as their mixture; validation losses {losses} (the first above)")
     restarts = m.training.get("restarts", {})
     if len(restarts.get("validation_losses", [])) > 1:
         losses = ", ".join(f"{v:.4f}" for v in restarts["validation_losses"])

@@ -21,8 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
-# members (``members``), so that the graph's mixture prior costs the same however many there are.
-PRIOR_BANK_ROWS = 1024
+# members, so that the graph's mixture prior costs the same however many there are. Its size is
+# set by the graph's speed: the default's 3 members hold 256 rows each, and their mnist graph
+# scores 23,000-24,000 rows/s (341 rows each, out of 1,024: 19,500-20,200; benchmarks/RESULTS.md).
+PRIOR_BANK_ROWS = 768
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step
 # that a higher cap found best on the validation rows (benchmarks/RESULTS.md, ``step-cap``).
@@ -55,14 +57,19 @@ class TrainSettings:
     max_steps: int | None = None  # None: warm-up + max(MIN_CAP_STEPS, 100 epochs); early stopping ends training
     patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
     restarts: int = 1  # independent initializations; the one with the best validation loss is kept
-    # Models trained apart on the same rows, scored as their equal-weight mixture
+    # With folds = 1: models trained apart on the same rows, scored as their equal-weight mixture
     # (training/models/ensemble.py); costs N x the fit, and each member's encoder and decoder in the graph.
     members: int = 1
-    validation_fraction: float = 0.2  # held-out normal rows: early stopping and calibration
+    # Cross-fitting: K >= 2 splits the normal rows into K folds and trains one member per fold on
+    # the other K - 1, early-stopped on its own fold; the graph scores their mixture, and every row
+    # is calibrated by the one member that never saw it. Costs K x the fit and K members in the
+    # graph. 1: one model, ``validation_fraction`` of the rows held out for early stopping and calibration.
+    folds: int = 3
+    validation_fraction: float = 0.2  # with folds = 1: held-out normal rows for early stopping and calibration
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
     # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
-    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 1,024 fit rows (shared out among
+    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 768 fit rows (shared out among
     # the members), set after training.
     prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo
@@ -122,6 +129,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("patience_steps", s.patience_steps is None or s.patience_steps >= 1, "at least 1"),
         ("restarts", 1 <= s.restarts <= 32, "between 1 and 32"),
         ("members", 1 <= s.members <= 16, "between 1 and 16"),
+        ("folds", 1 <= s.folds <= 10, "between 1 and 10"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
         ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
@@ -138,6 +146,12 @@ def _check_ranges(s: TrainSettings) -> None:
         raise ConfigError(msg)
     if s.free_bits > 0 and s.model != "vae":
         msg = f"setting 'free_bits' applies to --model vae only (model is {s.model!r})"
+        raise ConfigError(msg)
+    if s.folds > 1 and s.members > 1:
+        msg = (
+            f"setting 'members': {s.members} members share one split, so 'folds' must be 1 (it is {s.folds}); "
+            "with folds, each fold trains one member"
+        )
         raise ConfigError(msg)
     if s.prior == "defensive" and s.model != "vae":
         msg = f"setting 'prior': 'defensive' applies to --model vae only (model is {s.model!r})"

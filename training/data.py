@@ -214,3 +214,12 @@ def split_rows(n_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.
     n_hold = round(fraction * n_rows)
     n_hold = min(max(n_hold, 1), n_rows - 1)
     return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+def fold_rows(n_rows: int, folds: int, seed: int) -> list[np.ndarray]:
+    """Shuffle row indices into ``folds`` parts of near-equal size, each sorted."""
+    if n_rows < 2 * folds:
+        msg = f"{n_rows} normal rows cannot make {folds} folds of at least 2 rows each; use fewer folds"
+        raise DataError(msg)
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return [np.sort(part) for part in np.array_split(order, folds)]

@@ -27,6 +27,7 @@ import torch
 from service.bundle import (
     MANIFEST_FILE,
     ONNX_FILE,
+    ROW_SCORES,
     SCORE_DESCRIPTIONS,
     Calibration,
     Feature,
@@ -169,8 +170,9 @@ def train_bundle(
     if len(normal) < 10:
         msg = f"{source}: only {len(normal)} normal rows; at least 10 are needed to train"
         raise DataError(msg)
-    train_idx, holdout_idx = data_mod.split_rows(len(normal), settings.validation_fraction, settings.seed)
-    feature_list = fit_features(normal.iloc[train_idx], plan.numeric, plan.categorical)
+    splits = _splits(len(normal), settings)
+    fit_rows = np.unique(np.concatenate([train_rows for train_rows, _ in splits]))
+    feature_list = fit_features(normal.iloc[fit_rows], plan.numeric, plan.categorical)
     x_normal = encode_frame(normal, feature_list, source=source).x
     staging = _prepare_output(Path(out))
     threads = torch.get_num_threads()
@@ -181,8 +183,7 @@ def train_bundle(
             plan,
             feature_list,
             x_normal,
-            train_idx,
-            holdout_idx,
+            splits,
             frame.loc[anomalous],
             staging,
             source,
@@ -203,8 +204,7 @@ def _train_and_write(
     plan: data_mod.ColumnPlan,
     features: tuple[Feature, ...],
     x_normal: np.ndarray,
-    train_idx: np.ndarray,
-    holdout_idx: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
     anomalies: pd.DataFrame,
     staging: Path,
     source: str,
@@ -213,6 +213,8 @@ def _train_and_write(
     torch.manual_seed(settings.seed)
     device = pick_device(settings.device)
     pre = Preprocessor(features)
+    train_idx = splits[0][0]
+    holdout_idx = np.concatenate([holdout_rows for _, holdout_rows in splits])
     resolved = resolve(settings, n_train=len(train_idx), n_features=len(features), n_inputs=pre.n_inputs)
     order = tuple(i for i, f in enumerate(features) if not f.is_categorical) + tuple(
         i for i, f in enumerate(features) if f.is_categorical
@@ -228,10 +230,19 @@ def _train_and_write(
         min_scale=settings.min_scale,
     )
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
-    train = _to_batch(pre, x_normal[train_idx], device)
-    holdout = _to_batch(pre, x_normal[holdout_idx], device)
-    job = _FitJob(arch, resolved, train, holdout, eps, device, quiet)
-    net, fit_result, members = _fit_members(settings, job)
+    jobs = [
+        _FitJob(
+            arch,
+            resolved,
+            _to_batch(pre, x_normal[rows], device),
+            _to_batch(pre, x_normal[held], device),
+            eps,
+            device,
+            quiet,
+        )
+        for rows, held in splits
+    ]
+    net, fit_result, members = _fit_members(settings, jobs)
 
     graph = ScoringGraph(pre, net.cpu(), eps).eval()
     onnx_path = staging / ONNX_FILE
@@ -249,6 +260,8 @@ def _train_and_write(
     held = dict(
         zip([o.name for o in session.get_outputs()], session.run(None, {"x": x_normal[holdout_idx]}), strict=True)
     )
+    if settings.folds > 1:
+        held.update(_out_of_fold_scores(graph, x_normal, splits))
     holdout_scores = held[primary]
     manifest = Manifest(
         name=settings.name or _default_name(source),
@@ -310,14 +323,44 @@ class _FitJob:
     quiet: bool
 
 
-def _fit_members(
-    settings: TrainSettings, job: _FitJob
-) -> tuple[Autoencoder | Ensemble, FitResult, list[dict[str, Any]]]:
-    """Fit ``settings.members`` members on the same rows and draws, each the best of its restarts.
+def _splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (fit rows, held-out rows) of each distinct fit: one split, or one per fold.
 
-    Member 0 is the run's own seed, so a one-member run is the single model it always was. The
-    defensive prior's bank of ``PRIOR_BANK_ROWS`` fit rows is shared out among the members, so
-    that the graph's mixture costs the same whatever their number.
+    With ``folds`` K >= 2, fit k holds out fold k and trains on the other K - 1, so every
+    normal row is held out by exactly one member.
+    """
+    if settings.folds == 1:
+        return [data_mod.split_rows(n_rows, settings.validation_fraction, settings.seed)]
+    folds = data_mod.fold_rows(n_rows, settings.folds, settings.seed)
+    return [(np.setdiff1d(np.arange(n_rows), fold), fold) for fold in folds]
+
+
+def _out_of_fold_scores(
+    graph: ScoringGraph, x_normal: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Each fold's rows scored by the one member that never saw them, in the order of ``splits``.
+
+    Their primary score calibrates the mixture's p-values, and the report shows their scores as
+    the held-out rows'. A new row is scored by every member, and the mixture's negative ELBO is
+    at most the mean of the members' (Jensen), so a normal row's mixture score tends to fall
+    below one member's: the p-values err on the safe side.
+    """
+    parts = []
+    for member, (_, fold) in zip(graph.model.members, splits, strict=True):
+        alone = ScoringGraph(graph.preprocessor, member, graph.eps)
+        parts.append(torch_outputs(alone, x_normal[fold]))
+    return {name: np.concatenate([part[name] for part in parts]) for name in ROW_SCORES}
+
+
+def _fit_members(
+    settings: TrainSettings, jobs: list[_FitJob]
+) -> tuple[Autoencoder | Ensemble, FitResult, list[dict[str, Any]]]:
+    """Fit the run's members with the same draws, each the best of its restarts.
+
+    With one job, ``settings.members`` members share its rows; with one job per fold, each fold
+    has one member. Member 0 is the run's own seed, so a one-member run is the single model it
+    always was. The defensive prior's bank of ``PRIOR_BANK_ROWS`` fit rows is shared out among
+    the members, so that the graph's mixture costs the same whatever their number.
 
     Returns:
         The model (one member, or their ``Ensemble``), member 0's fit with every member's
@@ -326,14 +369,16 @@ def _fit_members(
     nets: list[Autoencoder] = []
     fits: list[FitResult] = []
     summaries: list[dict[str, Any]] = []
-    for m in range(settings.members):
+    count = len(jobs) if len(jobs) > 1 else settings.members
+    for m in range(count):
+        job = jobs[m % len(jobs)]
         member_settings = settings
         if m:
             member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
             torch.manual_seed(member_settings.seed)
         net, result, restarts = _fit_best_of_restarts(member_settings, job)
         if job.resolved.prior == "defensive":
-            _set_defensive_prior(net, job.train, member_settings.seed, PRIOR_BANK_ROWS // settings.members)
+            _set_defensive_prior(net, job.train, member_settings.seed, PRIOR_BANK_ROWS // count)
         nets.append(net)
         fits.append(result)
         summaries.append(

@@ -186,7 +186,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     bundle = root / "models" / MODEL / "1"
     # Named as its place in the repository, so the service's labels (from the directories)
     # and the batch job's (from the manifest) agree.
-    overrides = {"max_steps": 300, "warmup_steps": 100, "report": False, "name": MODEL, "version": "1"}
+    overrides = {"max_steps": 300, "warmup_steps": 100, "folds": 1, "report": False, "name": MODEL, "version": "1"}
     train_bundle(frame, bundle, overrides=overrides)
 
     processes = Processes(logs)

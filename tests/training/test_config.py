@@ -26,6 +26,8 @@ def test_defaults_and_overrides() -> None:
         ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
         ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),
+        ({"folds": 11}, "setting 'folds': 11 must be between 1 and 10"),
+        ({"members": 2}, r"'members': 2 members share one split, so 'folds' must be 1 \(it is 3\)"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
@@ -69,6 +71,6 @@ def test_the_scoring_prior_is_defensive_for_the_vae_by_default(model: str, prior
     assert resolve(settings, n_train=100, n_features=7, n_inputs=7).prior == resolved
 
 
-def test_one_model_unless_members_are_asked_for() -> None:
-    assert make_settings({}).members == 1
-    assert make_settings({"model": "hvae"}, members=3).members == 3
+def test_three_cross_fitted_members_unless_asked_otherwise() -> None:
+    assert (make_settings({}).folds, make_settings({}).members) == (3, 1)
+    assert make_settings({"model": "hvae", "folds": 1}, members=3).members == 3

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import DataError
 from tests.training.tables import mixed_table
-from training.data import parse_labels, plan_columns, read_table, split_rows
+from training.data import fold_rows, parse_labels, plan_columns, read_table, split_rows
 
 
 def test_reads_csv_parquet_and_a_folder_of_parquet(tmp_path: Path) -> None:
@@ -89,6 +89,15 @@ def test_labels_accept_numbers_booleans_and_words() -> None:
     assert parse_labels(labels, "y", "t.csv").tolist() == [True, False, True, False, True, False, True]
     with pytest.raises(DataError, match=r"row 1, label column 'y': 'maybe' is neither"):
         parse_labels(pd.DataFrame({"y": [0, "maybe"]}), "y", "t.csv")
+
+
+def test_folds_share_out_every_row_once() -> None:
+    folds = fold_rows(11, 3, seed=0)
+    assert [len(f) for f in folds] == [4, 4, 3]
+    assert sorted(np.concatenate(folds).tolist()) == list(range(11))
+    assert [f.tolist() for f in fold_rows(11, 3, seed=0)] == [f.tolist() for f in folds]
+    with pytest.raises(DataError, match="5 normal rows cannot make 3 folds"):
+        fold_rows(5, 3, seed=0)
 
 
 def test_split_keeps_a_row_on_each_side() -> None:

@@ -97,3 +97,33 @@ def test_every_model_type_can_be_mixed(tmp_path: Path, quick: dict) -> None:
     rows = encode_frame(frame, aae.manifest.features).x
     out = torch_outputs(aae.graph, rows)
     np.testing.assert_allclose(out["feature_scores"].sum(-1) + out["kl"], out["neg_elbo"], rtol=1e-4, atol=1e-4)
+
+
+def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path: Path, quick: dict) -> None:
+    from training.data import fold_rows
+    from training.export import ScoringGraph
+
+    frame = mixed_table(300)
+    result = train_bundle(frame, tmp_path / "folds", seed=2, overrides={**quick, "folds": 3})
+    ensemble = result.graph.model
+    assert isinstance(ensemble, Ensemble)
+    assert len(ensemble.members) == len(result.manifest.training["members"]) == 3
+    assert result.manifest.training["rows"] == {"train": 200, "holdout": 300}  # 2 folds each; every row held out once
+    rows = encode_frame(frame, result.manifest.features).x
+    folds = fold_rows(len(frame), 3, seed=2)
+    out_of_fold = np.concatenate(
+        [
+            torch_outputs(ScoringGraph(result.graph.preprocessor, member, result.graph.eps), rows[fold])["neg_elbo"]
+            for member, fold in zip(ensemble.members, folds, strict=True)
+        ]
+    )
+    np.testing.assert_allclose(result.manifest.calibration.scores, np.sort(out_of_fold), rtol=1e-5)
+    # Member k's defensive prior holds the posteriors of exactly the rows outside fold k (200 fit
+    # rows, fewer than its share of the bank), so none of the rows it calibrates.
+    for member, fold in zip(ensemble.members, folds, strict=True):
+        with torch.no_grad():
+            codes = member.encode(result.graph.preprocess(torch.from_numpy(rows)).enc_in)[0]
+        distance = torch.cdist(member.prior_bank_mu, codes)  # (bank rows, all rows)
+        banked = distance.argmin(1).numpy()
+        assert distance.min(1).values.max() < 1e-3  # each bank code is some row's own
+        assert sorted(banked.tolist()) == sorted(set(range(len(frame))) - set(fold.tolist()))

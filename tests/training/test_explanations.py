@@ -32,7 +32,7 @@ def correlated_table(n_rows: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory: pytest.TempPathFactory) -> Scorer:
-    settings = {"max_steps": 2000, "warmup_steps": 600, "report": False}
+    settings = {"max_steps": 2000, "warmup_steps": 600, "folds": 1, "report": False}
     result = train_bundle(correlated_table(600, seed=0), tmp_path_factory.mktemp("expl") / "b", overrides=settings)
     return Scorer.open(result.bundle_dir, device="cpu")
 

@@ -36,7 +36,7 @@ def known_table(n_rows: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    settings = {"max_steps": 2000, "warmup_steps": 600, "report": True}
+    settings = {"max_steps": 2000, "warmup_steps": 600, "folds": 1, "report": True}
     return train_bundle(known_table(1000, seed=0), tmp_path_factory.mktemp("samp") / "b", overrides=settings)
 
 

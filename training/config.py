@@ -22,8 +22,9 @@ SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
-# set by the graph's speed: the default's 3 members hold 256 rows each, and their mnist graph
-# scores 23,000-24,000 rows/s (341 rows each, out of 1,024: 19,500-20,200; benchmarks/RESULTS.md).
+# set by the graph's speed: the default's 3 members hold 256 rows each. Side by side, their mnist
+# graph scored 23,000-24,000 rows/s, and 19,500-20,200 with 341 each (1,024 in all); the benchmark's
+# trained graph scored 20,656 (bar 20,000; benchmarks/RESULTS.md).
 PRIOR_BANK_ROWS = 768
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step

@@ -70,18 +70,15 @@ LW_SCORES = ("neg_elbo", "recon_error")  # reported beside the bundle's primary 
 def _default_sizes(n_train: int) -> Any:
     """The trainer's derived sizes (``training.config.Resolved``) for ``n_train`` protocol rows.
 
-    Each member fits on ``n_train`` less its held-out fold; epochs are counted over those rows.
+    The trainer sizes every member by the first one's fit rows; epochs are counted over those rows.
     """
     ensure_repo_importable()
     from training.config import make_settings, resolve
-    from training.data import fold_rows, split_rows
+    from training.pipeline import fit_splits
 
     settings = make_settings()
-    if settings.folds > 1:
-        held_out = fold_rows(n_train, settings.folds, 0)[0].size
-    else:
-        held_out = split_rows(n_train, settings.validation_fraction, 0)[1].size
-    return resolve(settings, n_train=n_train - held_out, n_features=1, n_inputs=1)
+    n_fit = fit_splits(n_train, settings)[0][0].size
+    return resolve(settings, n_train=n_fit, n_features=1, n_inputs=1)
 
 
 def _epoch_schedule(n_train: int) -> dict[str, int]:

@@ -170,7 +170,7 @@ def train_bundle(
     if len(normal) < 10:
         msg = f"{source}: only {len(normal)} normal rows; at least 10 are needed to train"
         raise DataError(msg)
-    splits = _splits(len(normal), settings)
+    splits = fit_splits(len(normal), settings)
     fit_rows = np.unique(np.concatenate([train_rows for train_rows, _ in splits]))
     feature_list = fit_features(normal.iloc[fit_rows], plan.numeric, plan.categorical)
     x_normal = encode_frame(normal, feature_list, source=source).x
@@ -323,7 +323,7 @@ class _FitJob:
     quiet: bool
 
 
-def _splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, np.ndarray]]:
+def fit_splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (fit rows, held-out rows) of each distinct fit: one split, or one per fold.
 
     With ``folds`` K >= 2, fit k holds out fold k and trains on the other K - 1, so every

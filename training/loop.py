@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from training.config import Resolved, TrainSettings
@@ -63,11 +62,42 @@ def beta_at(step: int, settings: TrainSettings, resolved: Resolved) -> float:
     return settings.beta * min(1.0, step / resolved.warmup_steps)
 
 
-def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
+class MovingAverage:
+    """An exponential moving average of a model's parameters, kept in ``module``, a copy of it.
+
+    The first update copies the weights; each later one moves the average ``1 - decay`` of the
+    way towards them with one foreach ``lerp`` over all parameters, the arithmetic of
+    ``torch.optim.swa_utils.AveragedModel`` with its EMA function, bit for bit, without its
+    per-step bookkeeping (which cost as much as the optimizer's step on these small models).
+    Buffers are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self._averaged = [p.detach() for p in self.module.parameters()]
+        self._current = [p.detach() for p in model.parameters()]
+        self._averaged_buffers = list(self.module.buffers())
+        self._current_buffers = list(model.buffers())
+        self._updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        if self._updates == 0:
+            for averaged, current in zip(self._averaged, self._current, strict=True):
+                averaged.copy_(current)
+        else:
+            torch._foreach_lerp_(self._averaged, self._current, 1 - self.decay)
+        for averaged, current in zip(self._averaged_buffers, self._current_buffers, strict=True):
+            averaged.copy_(current)
+        self._updates += 1
+
+
+def moving_average(model: nn.Module, decay: float) -> MovingAverage | None:
     """An exponential moving average of ``model``'s parameters, or None when ``decay`` is 0."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    return MovingAverage(model, decay)
 
 
 def fit(
@@ -105,7 +135,7 @@ def fit(
             losses = model.train_step(take(train, order[start : start + resolved.batch_size]), optimizers, beta)
             step += 1
             if average is not None:
-                average.update_parameters(model)
+                average.update()
             bar.update(1)
             if step % eval_every == 0 or step >= resolved.max_steps:
                 val = mean_score(validated, validation, eps)

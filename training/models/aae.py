@@ -37,9 +37,9 @@ class AAE(Autoencoder):
             *self.to_log_var.parameters(),
         ]
         return [
-            torch.optim.AdamW(autoencoder, lr=learning_rate, weight_decay=weight_decay),
-            torch.optim.AdamW(self.discriminator.parameters(), lr=learning_rate / 2, betas=(0.5, 0.9)),
-            torch.optim.AdamW(encoder, lr=learning_rate / 2, betas=(0.5, 0.9)),
+            torch.optim.AdamW(autoencoder, lr=learning_rate, weight_decay=weight_decay, foreach=True),
+            torch.optim.AdamW(self.discriminator.parameters(), lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
+            torch.optim.AdamW(encoder, lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
         ]
 
     def _codes(self, batch: Batch) -> torch.Tensor:

@@ -127,7 +127,7 @@ class Autoencoder(nn.Module):
         }
 
     def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-        return [torch.optim.AdamW(self.parameters(), lr=learning_rate, weight_decay=weight_decay)]
+        return [torch.optim.AdamW(self.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True)]
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
         """One gradient step on ``batch``; returns the losses for the progress bar."""

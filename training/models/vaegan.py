@@ -101,8 +101,8 @@ class VAEGAN(Autoencoder):
         disc = [p for n, p in self.named_parameters() if n.startswith("disc_")]
         rest = [p for n, p in self.named_parameters() if not n.startswith("disc_")]
         return [
-            torch.optim.AdamW(rest, lr=learning_rate, weight_decay=weight_decay),
-            torch.optim.AdamW(disc, lr=learning_rate / 2, betas=(0.5, 0.9)),
+            torch.optim.AdamW(rest, lr=learning_rate, weight_decay=weight_decay, foreach=True),
+            torch.optim.AdamW(disc, lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
         ]
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:

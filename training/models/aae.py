@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import likelihood
-from training.models.base import Architecture, Autoencoder, Batch, mlp
+from training.models.base import Architecture, Autoencoder, Batch, adamw, mlp
 
 
 class AAE(Autoencoder):
@@ -37,9 +37,9 @@ class AAE(Autoencoder):
             *self.to_log_var.parameters(),
         ]
         return [
-            torch.optim.AdamW(autoencoder, lr=learning_rate, weight_decay=weight_decay, foreach=True),
-            torch.optim.AdamW(self.discriminator.parameters(), lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
-            torch.optim.AdamW(encoder, lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
+            adamw(autoencoder, lr=learning_rate, weight_decay=weight_decay),
+            adamw(self.discriminator.parameters(), lr=learning_rate / 2, betas=(0.5, 0.9)),
+            adamw(encoder, lr=learning_rate / 2, betas=(0.5, 0.9)),
         ]
 
     def _codes(self, batch: Batch) -> torch.Tensor:

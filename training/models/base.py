@@ -8,7 +8,9 @@ Scores are higher = more anomalous.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,13 @@ class Architecture:
     depth: int
     latent_dim: int
     min_scale: float
+
+
+def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
+    """AdamW with its foreach kernels, also on CPU: the same arithmetic as the default
+    single-tensor loop, bit for bit, in fewer calls (that loop took a third of a training step
+    on these small MLPs)."""
+    return torch.optim.AdamW(params, foreach=True, **options)
 
 
 def mlp(n_in: int, hidden: int, depth: int) -> nn.Sequential:
@@ -127,7 +136,7 @@ class Autoencoder(nn.Module):
         }
 
     def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-        return [torch.optim.AdamW(self.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True)]
+        return [adamw(self.parameters(), lr=learning_rate, weight_decay=weight_decay)]
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
         """One gradient step on ``batch``; returns the losses for the progress bar."""

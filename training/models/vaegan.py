@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import likelihood
-from training.models.base import Architecture, Autoencoder, Batch, mlp
+from training.models.base import Architecture, Autoencoder, Batch, adamw, mlp
 
 ADVERSARIAL_WEIGHT = 0.1  # decoder's GAN loss; small: the likelihood must stay well fitted
 FEATURE_WEIGHT = 1.0  # reconstruction error in the discriminator's feature space
@@ -101,8 +101,8 @@ class VAEGAN(Autoencoder):
         disc = [p for n, p in self.named_parameters() if n.startswith("disc_")]
         rest = [p for n, p in self.named_parameters() if not n.startswith("disc_")]
         return [
-            torch.optim.AdamW(rest, lr=learning_rate, weight_decay=weight_decay, foreach=True),
-            torch.optim.AdamW(disc, lr=learning_rate / 2, betas=(0.5, 0.9), foreach=True),
+            adamw(rest, lr=learning_rate, weight_decay=weight_decay),
+            adamw(disc, lr=learning_rate / 2, betas=(0.5, 0.9)),
         ]
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:

@@ -120,7 +120,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "other-seed": ("model seed + 100: folds, initialization, batches and draws change; nothing else",
                    {"seed_offset": 100}),
     "one-model": ("one model trained on 80% of the rows, early-stopped and calibrated on the other 20%, "
-                  "instead of 3 cross-fitted members", {"folds": 1}),
+                  "instead of 3 cross-fitted members (5 below 500 rows)", {"folds": 1}),
     "two-members": ("2 members on one 80/20 split (seeds s and s + 104,729) instead of 3 cross-fitted members",
                     {"members": 2, "folds": 1}),
 }  # fmt: skip

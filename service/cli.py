@@ -71,15 +71,15 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--members",
         type=int,
-        help="with --folds 1: train this many models apart on the same rows and score them as their mixture "
-        "(default 1; costs N x the fit, and each member's encoder and decoder in the graph)",
+        help="train this many models apart on one split of the rows (--folds 1, implied) and score them as their "
+        "mixture (default 1; costs N x the fit, and each member's encoder and decoder in the graph)",
     )
     p.add_argument(
         "--folds",
         type=int,
         help="cross-fit: train one model per fold on the other folds and score them as their mixture; each row "
-        "is calibrated by the model that never saw it (default 3, costs K x the fit; 1: one model, 20%% of the "
-        "rows held out)",
+        "is calibrated by the model that never saw it (default 5 below 500 normal rows, else 3; costs K x the "
+        "fit; 1: one model, 20%% of the rows held out)",
     )
     p.add_argument("--name", help="model name (default: the data file's name)")
     p.add_argument("--version", help="model version (default: a UTC timestamp)")

@@ -27,7 +27,7 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
-    numeric = make_sample(400, seed=2).select_dtypes("number").drop(columns=["label"])
+    numeric = make_sample(600, seed=2).select_dtypes("number").drop(columns=["label"])  # 3 folds: 500 rows or more
     numeric.to_csv(tmp_path / "numbers.csv", index=False)
     result = latentwatch("train", "--data", str(tmp_path / "numbers.csv"), "--out", str(tmp_path / "b"), "--quiet")
     assert result.returncode == 0, result.stderr

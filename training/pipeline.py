@@ -38,7 +38,7 @@ from service.bundle import (
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
-from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings, make_settings, resolve
+from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings, make_settings, resolve, resolve_folds
 from training.export import PARITY_RTOL, ScoringGraph, export_onnx, parity_error, torch_outputs
 from training.generative import add_decoder, write_fidelity_report
 from training.loop import FitResult, fit
@@ -170,6 +170,7 @@ def train_bundle(
     if len(normal) < 10:
         msg = f"{source}: only {len(normal)} normal rows; at least 10 are needed to train"
         raise DataError(msg)
+    settings = dataclasses.replace(settings, folds=resolve_folds(settings, len(normal)))
     splits = fit_splits(len(normal), settings)
     fit_rows = np.unique(np.concatenate([train_rows for train_rows, _ in splits]))
     feature_list = fit_features(normal.iloc[fit_rows], plan.numeric, plan.categorical)
@@ -329,9 +330,10 @@ def fit_splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, n
     With ``folds`` K >= 2, fit k holds out fold k and trains on the other K - 1, so every
     normal row is held out by exactly one member.
     """
-    if settings.folds == 1:
+    count = resolve_folds(settings, n_rows)
+    if count == 1:
         return [data_mod.split_rows(n_rows, settings.validation_fraction, settings.seed)]
-    folds = data_mod.fold_rows(n_rows, settings.folds, settings.seed)
+    folds = data_mod.fold_rows(n_rows, count, settings.seed)
     return [(np.setdiff1d(np.arange(n_rows), fold), fold) for fold in folds]
 
 

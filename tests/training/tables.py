@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# One model, not the default 3 cross-fitted members: the default's extra cost shows in the
+# One model, not the default's 3 or 5 cross-fitted members: the default's extra cost shows in the
 # benchmark, not in the tests; tests of folds ask for them.
 QUICK = {"max_steps": 300, "warmup_steps": 100, "folds": 1, "report": False}
 

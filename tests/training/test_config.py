@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigError
-from training.config import TrainSettings, load_config_file, make_settings, resolve
+from training.config import TrainSettings, load_config_file, make_settings, resolve, resolve_folds
 
 
 def test_defaults_and_overrides() -> None:
@@ -27,7 +27,7 @@ def test_defaults_and_overrides() -> None:
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
         ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),
         ({"folds": 11}, "setting 'folds': 11 must be between 1 and 10"),
-        ({"members": 2}, r"'members': 2 members share one split, so 'folds' must be 1 \(it is 3\)"),
+        ({"members": 2, "folds": 3}, r"'members': 2 members share one split, so 'folds' must be 1 \(it is 3\)"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
@@ -71,6 +71,14 @@ def test_the_scoring_prior_is_defensive_for_the_vae_by_default(model: str, prior
     assert resolve(settings, n_train=100, n_features=7, n_inputs=7).prior == resolved
 
 
-def test_three_cross_fitted_members_unless_asked_otherwise() -> None:
-    assert (make_settings({}).folds, make_settings({}).members) == (3, 1)
+def test_five_folds_below_500_normal_rows_three_above() -> None:
+    default = make_settings({})
+    assert default.members == 1
+    assert [resolve_folds(default, rows) for rows in (10, 499, 500, 1_000_000)] == [5, 5, 3, 3]
+    assert resolve_folds(make_settings({"folds": 2}), 100) == 2
+
+
+def test_members_share_one_split_unless_folds_are_asked_for() -> None:
+    members = make_settings({"model": "hvae"}, members=3)
+    assert (members.members, resolve_folds(members, 100)) == (3, 1)
     assert make_settings({"model": "hvae", "folds": 1}, members=3).members == 3

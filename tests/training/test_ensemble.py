@@ -127,3 +127,11 @@ def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path
         banked = distance.argmin(1).numpy()
         assert distance.min(1).values.max() < 1e-3  # each bank code is some row's own
         assert sorted(banked.tolist()) == sorted(set(range(len(frame))) - set(fold.tolist()))
+
+
+def test_a_small_table_is_cross_fitted_with_five_folds_by_default(tmp_path: Path, quick: dict) -> None:
+    defaults = {key: value for key, value in quick.items() if key != "folds"}
+    result = train_bundle(mixed_table(60), tmp_path / "small", seed=1, overrides=defaults)
+    assert result.manifest.training["settings"]["folds"] == 5
+    assert len(result.graph.model.members) == len(result.manifest.training["members"]) == 5
+    assert result.manifest.training["rows"] == {"train": 48, "holdout": 60}  # 4 folds each; every row held out once

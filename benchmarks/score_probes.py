@@ -32,6 +32,7 @@ import json
 import math
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -137,19 +138,19 @@ def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -
     return {"dataset": dataset, "seed": seed, "metrics": metrics}
 
 
-def report(records: list[dict[str, Any]]) -> str:
+def report(records: list[dict[str, Any]], probes: Sequence[str] = PROBES, baseline: str = "default") -> str:
     """Markdown: each probe's mean ROC-AUC and AP, the paired difference, pairs better/worse."""
     lines = [
         f"{len(records)} (dataset, seed) pairs",
         "",
-        "| probe | mean ROC-AUC | mean AP | ROC-AUC minus default | AP minus default | pairs better / worse |",
+        f"| probe | mean ROC-AUC | mean AP | ROC-AUC minus {baseline} | AP minus {baseline} | pairs better / worse |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in PROBES:
+    roc0 = np.array([r["metrics"][baseline]["roc_auc"] for r in records])
+    ap0 = np.array([r["metrics"][baseline]["ap"] for r in records])
+    for name in probes:
         roc = np.array([r["metrics"][name]["roc_auc"] for r in records])
         ap = np.array([r["metrics"][name]["ap"] for r in records])
-        roc0 = np.array([r["metrics"]["default"]["roc_auc"] for r in records])
-        ap0 = np.array([r["metrics"]["default"]["ap"] for r in records])
         diff = roc - roc0
         lines.append(
             f"| {name} | {roc.mean():.4f} | {ap.mean():.4f} | {diff.mean():+.4f} | {(ap - ap0).mean():+.4f} "
@@ -158,28 +159,40 @@ def report(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def pair_arguments(description: str, cache_name: str) -> argparse.ArgumentParser:
+    """The options every probe script shares: datasets, seeds, jobs, data root and cache."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--datasets", type=bench.dataset_list, default=bench.dataset_list("adbench"))
     p.add_argument("--seeds", type=lambda v: [int(s) for s in v.split(",")], default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--cache", type=Path, default=None, help=f"default benchmarks/.cache/{cache_name}")
+    return p
+
+
+def run_pairs(
+    run_one: Callable[..., dict[str, Any]], args: argparse.Namespace, cache_name: str, *extra: Any
+) -> list[dict[str, Any]]:
+    """``run_one(dataset, seed, root, *extra)`` on every pair not cached yet; every pair's record."""
+    cache = args.cache or bench.REPO / "benchmarks" / ".cache" / cache_name
+    root = (args.data_root or bench.default_data_root()).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / ".gitignore").write_text("*\n")
+    todo = [(d, s) for s in args.seeds for d in args.datasets if not (cache / f"{d}__seed{s}.json").exists()]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        columns = [[value] * len(todo) for value in (root, *extra)]
+        for record in pool.map(run_one, *zip(*todo, strict=True), *columns):
+            bench.write_json(cache / f"{record['dataset']}__seed{record['seed']}.json", record)
+            print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
+    return [json.loads((cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = pair_arguments(__doc__.split("\n\n")[0], "score_probes[-bankN]")
     p.add_argument("--bank-rows", type=int, default=None, help="fit rows that make the aggregate prior (default all)")
-    p.add_argument("--cache", type=Path, default=None, help="default benchmarks/.cache/score_probes[-bankN]")
     args = p.parse_args(argv)
     suffix = f"-bank{args.bank_rows}" if args.bank_rows else ""
-    args.cache = args.cache or bench.REPO / "benchmarks" / ".cache" / f"score_probes{suffix}"
-    root = (args.data_root or bench.default_data_root()).resolve()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    (args.cache / ".gitignore").write_text("*\n")
-    todo = [(d, s) for s in args.seeds for d in args.datasets if not (args.cache / f"{d}__seed{s}.json").exists()]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        runs = pool.map(run_one, *zip(*todo, strict=True), [root] * len(todo), [args.bank_rows] * len(todo))
-        for record in runs:
-            bench.write_json(args.cache / f"{record['dataset']}__seed{record['seed']}.json", record)
-            print(f"{record['dataset']} seed {record['seed']} done", file=sys.stderr, flush=True)
-    records = [json.loads((args.cache / f"{d}__seed{s}.json").read_text()) for s in args.seeds for d in args.datasets]
-    print(report(records))
+    print(report(run_pairs(run_one, args, f"score_probes{suffix}", args.bank_rows)))
     return 0
 
 

@@ -27,7 +27,6 @@ Prints a markdown table; one JSON per (dataset, seed) is cached under ``--cache`
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -120,18 +119,11 @@ def metrics_of(y: np.ndarray, score: Any) -> dict[str, float]:
 
 def run_one(dataset: str, seed: int, root: Path) -> dict[str, Any]:
     """Train the default on the protocol's split of ``dataset`` and measure every probe."""
-    bench.limit_threads()
-    bench.ensure_repo_importable()
+    ds, frame, test, result = score_probes.train_on_split(dataset, seed, root, overrides={})
     from service.features import encode_frame
     from training.config import make_settings
-    from training.pipeline import fit_splits, train_bundle
+    from training.pipeline import fit_splits
 
-    ds = bench.load_dataset(root, dataset)
-    train, test = bench.split_indices(ds.y, seed)
-    frame = ds.frame.iloc[train].reset_index(drop=True)
-    bench.torch_setup(seed)
-    with tempfile.TemporaryDirectory(prefix="lw-probe-") as tmp:
-        result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, quiet=True)
     features = result.manifest.features
     splits = fit_splits(len(frame), make_settings(result.manifest.training["settings"]))
     if len(splits) < 2:

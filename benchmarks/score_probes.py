@@ -108,15 +108,14 @@ def probe_scores(graph: Any, x_fit: np.ndarray, x_test: np.ndarray, seed: int) -
     return {name: value.double().numpy() for name, value in scores.items()}
 
 
-def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -> dict[str, Any]:
-    """Train the default on the protocol's split of ``dataset`` and measure every probe.
+def train_on_split(dataset: str, seed: int, root: Path, overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """Train a bundle on the protocol's normal training rows of ``dataset`` (one thread, seeded).
 
-    ``bank_rows`` caps the fit rows whose posteriors make the aggregate prior (a seeded sample).
+    Returns:
+        The dataset, its training frame, the test rows' indices and ``train_bundle``'s result.
     """
     bench.limit_threads()
     bench.ensure_repo_importable()
-    from service.features import encode_frame
-    from training.data import split_rows
     from training.pipeline import train_bundle
 
     ds = bench.load_dataset(root, dataset)
@@ -124,9 +123,20 @@ def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -
     frame = ds.frame.iloc[train].reset_index(drop=True)
     bench.torch_setup(seed)
     with tempfile.TemporaryDirectory(prefix="lw-probe-") as tmp:
-        result = train_bundle(
-            frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False, "prior": "standard", "folds": 1}
-        )
+        result = train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides=overrides, quiet=True)
+    return ds, frame, test, result
+
+
+def run_one(dataset: str, seed: int, root: Path, bank_rows: int | None = None) -> dict[str, Any]:
+    """Train the default on the protocol's split of ``dataset`` and measure every probe.
+
+    ``bank_rows`` caps the fit rows whose posteriors make the aggregate prior (a seeded sample).
+    """
+    overrides = {"report": False, "prior": "standard", "folds": 1}
+    ds, frame, test, result = train_on_split(dataset, seed, root, overrides)
+    from service.features import encode_frame
+    from training.data import split_rows
+
     features = result.manifest.features
     fit_rows, _ = split_rows(len(frame), result.manifest.training["settings"]["validation_fraction"], seed)
     if bank_rows is not None and len(fit_rows) > bank_rows:

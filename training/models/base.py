@@ -45,10 +45,13 @@ class Architecture:
 
 
 def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
-    """AdamW with its foreach kernels, also on CPU: the same arithmetic as the default
-    single-tensor loop, bit for bit, in fewer calls (that loop took a third of a training step
-    on these small MLPs)."""
-    return torch.optim.AdamW(params, foreach=True, **options)
+    """AdamW with its fused kernel, on CPU as on CUDA: one call updates every parameter.
+
+    On these small MLPs the optimizer's step is a quarter of a training step. The fused kernel
+    does the same arithmetic as the foreach one up to float rounding (about 1e-7 after 200
+    steps) and makes whole fits 1.15-1.22x faster (benchmarks/fit_speed.py, session 12).
+    """
+    return torch.optim.AdamW(params, fused=True, **options)
 
 
 def mlp(n_in: int, hidden: int, depth: int) -> nn.Sequential:

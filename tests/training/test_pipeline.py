@@ -13,7 +13,7 @@ from service.bundle import OUTPUT_NAMES, load_bundle
 from service.features import encode_frame
 from service.scorer import Scorer
 from tests.training.tables import QUICK, mixed_table
-from training.export import parity_error, torch_outputs
+from training.export import category_probabilities, forgive_category_ties, parity_error, torch_outputs
 from training.pipeline import train_bundle
 
 
@@ -50,6 +50,32 @@ def test_parity_can_measure_a_split_in_units_of_the_row_total() -> None:
     assert parity_error(torch_side, ort_side) == pytest.approx(1e-3, rel=1e-3)
     totals = np.array([[12925.88], [1.0]])
     assert parity_error(torch_side, ort_side, {"feature_scores": totals}) < 1e-6
+
+
+def test_parity_forgives_a_category_named_differently_only_at_a_tie() -> None:
+    # Column 1 is categorical with 3 categories; column 0 numeric.
+    torch_expected = np.array([[0.5, 2.0], [0.5, 0.0], [0.5, 1.0]])
+    ort_expected = np.array([[0.5, 1.0], [0.5, 2.0], [0.5, 1.0]])
+    probabilities = {1: np.array([[0.1, 0.4500004, 0.45], [0.6, 0.1, 0.3], [0.2, 0.7, 0.1]])}
+    forgiven = forgive_category_ties(torch_expected, ort_expected, probabilities, tolerance=1e-3)
+    assert forgiven[0, 1] == 2.0  # 0.4500004 against 0.45: a tie, torch's choice is kept
+    assert forgiven[1, 1] == 2.0  # 0.6 against 0.3: a real disagreement stays
+    assert parity_error({"expected": torch_expected}, {"expected": forgiven}) == pytest.approx(2.0)  # code 0 against 2
+    assert ort_expected[0, 1] == 1.0  # the input is not changed
+
+
+@pytest.mark.parametrize("model", ["vae", "ae"])
+def test_category_probabilities_are_what_expected_names(bundles: dict, model: str) -> None:
+    result = bundles[model]
+    x = encode_frame(mixed_table(50, seed=7), result.manifest.features).x
+    probabilities = category_probabilities(result.graph, x)
+    columns = [j for j, f in enumerate(result.manifest.features) if f.kind == "categorical"]
+    assert sorted(probabilities) == columns
+    expected = torch_outputs(result.graph, x)["expected"]
+    for column, probs in probabilities.items():
+        assert probs.shape == (50, len(result.manifest.features[column].categories))
+        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(probs.argmax(1), expected[:, column])
 
 
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])

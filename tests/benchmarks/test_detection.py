@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def detection():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("detection")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def detection(import_benchmark):
+    return import_benchmark("detection")
 
 
 def test_a_variant_changes_one_trainer_setting(detection) -> None:

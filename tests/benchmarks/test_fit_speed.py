@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 from torch import nn
 
 from training.models import base
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def fit_speed():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("fit_speed")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def fit_speed(import_benchmark):
+    return import_benchmark("fit_speed")
 
 
 def test_the_trainer_uses_the_fused_kernel_and_the_switch_restores_it(fit_speed) -> None:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def probes():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("score_probes"), importlib.import_module("member_probes")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def probes(import_benchmark):
+    return import_benchmark("score_probes"), import_benchmark("member_probes")
 
 
 def _record(dataset: str, **rocs: float) -> dict:

@@ -124,7 +124,7 @@ def category_probabilities(graph: ScoringGraph, x: np.ndarray) -> dict[int, np.n
 def forgive_category_ties(
     expected: np.ndarray, actual: np.ndarray, probabilities: dict[int, np.ndarray], tolerance: float
 ) -> np.ndarray:
-    """``actual`` ``expected`` ``(N, F)`` with each category that differs only at a tie set to torch's.
+    """onnxruntime's ``expected`` ``(N, F)``, each category it names only by a tie replaced by torch's.
 
     A categorical column of ``expected`` is the most probable category's code, so a float32
     rounding of two nearly tied probabilities can make onnxruntime name the other one: a

@@ -104,8 +104,8 @@ def _check_parity(graph: ScoringGraph, session: Any, x: np.ndarray, features: Se
     weights that a float32 rounding of nearly tied members' scores moves (on a row 10 standard
     deviations out, scored 12,926 nats, one feature's 0.73 nats moved by 0.001). A categorical
     column of ``expected`` may name the other category where two are tied to float32 rounding
-    (``forgive_category_ties``); an AE trained on the bank table named category 6 for 5 and
-    failed the check by 1/6 before that.
+    (``forgive_category_ties``); before that, an AE trained on the bank table failed the check
+    by 1/6: one code where torch named category 6.
     """
     ort_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
     expected = torch_outputs(graph, x)

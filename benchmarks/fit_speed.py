@@ -4,7 +4,8 @@
 default (``latentwatch train`` with no options: cross-fitted members, the defensive prior) on
 the detection protocol's training rows of each dataset, one thread, with each kernel in turn,
 alternating within each repeat so that both see the same machine load, and reports the median
-fit seconds of each kernel and their ratio. Validation losses come along, to show that the two
+seconds of each kernel's whole training (data, fit, calibration and export; the fit is nearly
+all of it) and their ratio. Validation losses come along, to show that the two
 kernels train the same models up to float rounding.
 
     python benchmarks/fit_speed.py                              # glass, Cardiotocography, mnist; 3 repeats
@@ -31,7 +32,11 @@ DEFAULT_DATASETS = "glass,Cardiotocography,mnist"
 
 @contextmanager
 def adamw_kernel(kernel: str) -> Iterator[None]:
-    """Build the trainer's AdamW optimizers with ``kernel`` (``fused`` or ``foreach``) inside."""
+    """Build the optimizers that go through ``training.models.base.adamw`` with ``kernel`` inside.
+
+    That is every model whose optimizer ``Autoencoder.configure_optimizers`` builds, the default
+    VAE among them; the AAE and VAE-GAN import ``adamw`` by name and keep the fused kernel.
+    """
     import torch
 
     from training.models import base
@@ -80,9 +85,9 @@ def measure(datasets: list[str], seed: int, repeats: int, root: Path) -> list[di
 
 
 def table(rows: list[dict[str, Any]], repeats: int) -> str:
-    """Markdown: median fit seconds of each kernel, the ratio, and the members' validation losses."""
+    """Markdown: median training seconds of each kernel, the ratio, and member 0's validation loss."""
     lines = [
-        "| dataset | foreach: median fit s | fused: median fit s | foreach / fused | "
+        "| dataset | foreach: median training s | fused: median training s | foreach / fused | "
         "best validation loss of member 0, foreach / fused |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]

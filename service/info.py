@@ -24,6 +24,8 @@ TRAINING_KEYS_FIRST = (
     "seconds",
     "train_seconds",
     "device",
+    "trained_on.device",
+    "trained_on.device_name",
     "seed",
     "n_train_rows",
     "n_val_rows",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
     result = latentwatch("train", "--data", str(tmp_path / "numbers.csv"), "--out", str(tmp_path / "b"), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "trained vae 'numbers'" in result.stdout
+    assert re.search(r"[0-9.]+ s on (cpu|cuda)\n", result.stdout)
     assert (tmp_path / "b" / "report" / "index.html").is_file()
 
 

@@ -57,7 +57,7 @@ def train_command(args: argparse.Namespace) -> int:
     print(
         f"trained {m.model_type} {m.name!r} version {m.version}: {m.n_features} features, "
         f"{fit.steps} steps ({'early stop' if fit.stopped_early else 'step cap'}), "
-        f"best validation loss {fit.best_val:.4f}, {result.seconds:.1f} s"
+        f"best validation loss {fit.best_val:.4f}, {result.seconds:.1f} s on {m.training['trained_on']['device']}"
     )
     members = m.training.get("members", [])
     if len(members) > 1:

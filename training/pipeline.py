@@ -78,6 +78,15 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def trained_on(device: torch.device) -> dict[str, str]:
+    """Where the weights were fitted, for the manifest: the same seed trains another model on
+    CUDA than on the CPU (other random streams and kernels), so reproducing a bundle needs both."""
+    where = {"device": device.type, "torch": torch.__version__}
+    if device.type == "cuda":
+        where["device_name"] = torch.cuda.get_device_name(device)
+    return where
+
+
 def _to_batch(pre: Preprocessor, x: np.ndarray, device: torch.device) -> Batch:
     with torch.no_grad():
         return Batch(*(t.to(device) for t in pre(torch.from_numpy(x))))
@@ -293,6 +302,7 @@ def _train_and_write(
         },
         training={
             **_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
+            "trained_on": trained_on(device),
             "restarts": members[0]["restarts"],
             "members": members,
         },

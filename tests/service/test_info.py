@@ -78,13 +78,17 @@ def test_training_summary_and_dropped_columns(make_bundle: Callable[..., Path]) 
         "epochs": 12,
         "val_losses": [5.0, 4.0, 3.5, 3.3, 3.25],
         "settings": {"batch_size": 256},
+        "trained_on": {"device": "cuda", "device_name": "NVIDIA H200", "torch": "2.11.0+cu130"},
     }
     lines = info_text(make_bundle, training=training).splitlines()
     section = lines[lines.index("training") + 1 :]
     assert [line.split()[0] for line in section] == [
         "epochs",
         "seconds",
+        "trained_on.device",
+        "trained_on.device_name",
         "settings.batch_size",
+        "trained_on.torch",
         "val_losses",
     ]
     assert section[-1].endswith("[5 values, last: 3.3, 3.25]")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from service.bundle import OUTPUT_NAMES, load_bundle
 from service.features import encode_frame
@@ -130,6 +131,9 @@ def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_ru
 def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None:
     manifest = json.loads((bundles["vae"].bundle_dir / "manifest.json").read_text())
     assert manifest["training"]["settings"]["model"] == "vae"
+    trained_on = manifest["training"]["trained_on"]  # device "auto": CUDA where torch sees it
+    assert trained_on["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert trained_on["torch"] == torch.__version__
     assert manifest["calibration"]["score"] == "neg_elbo"
     assert manifest["calibration"]["alpha"] == 0.01
     scores = manifest["calibration"]["scores"]

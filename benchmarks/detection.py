@@ -340,12 +340,12 @@ def latentwatch_available() -> bool:
     return True
 
 
-def lw_scores(bundle_dir: Path, test: pd.DataFrame) -> tuple[Any, str]:
-    """Score ``test`` with the bundle through onnxruntime (CPU, one thread)."""
+def lw_scores(bundle_dir: Path, test: pd.DataFrame, device: str = "cpu") -> tuple[Any, str]:
+    """Score ``test`` with the bundle through onnxruntime (on ``device``, one thread)."""
     from service.features import encode_frame
     from service.scorer import Scorer as BundleScorer
 
-    scorer = BundleScorer.open(bundle_dir, device="cpu", intra_op_threads=1)
+    scorer = BundleScorer.open(bundle_dir, device=device, intra_op_threads=1)
     try:
         scores = scorer.score(encode_frame(test, scorer.manifest.features).x)
         return scores, scorer.manifest.primary_score

@@ -36,15 +36,6 @@ MODEL_CHECK_STEPS = 600
 SCORES_COMPARED = ("primary", "p_value")
 
 
-def score_test_rows(bundle_dir: Path, test: Any, device: str) -> Any:
-    """The bundle's scores of ``test`` through onnxruntime on ``device`` (one thread)."""
-    from service.features import encode_frame
-    from service.scorer import Scorer
-
-    scorer = Scorer.open(bundle_dir, device=device, intra_op_threads=1)
-    return scorer.score(encode_frame(test, scorer.manifest.features).x)
-
-
 def cuda_provider_offered() -> bool:
     import onnxruntime as ort
 
@@ -65,7 +56,7 @@ def train_and_score(dataset: str, seed: int, root: Path, model: str, overrides: 
             model=model, seed=seed, overrides={"report": False} | overrides, quiet=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        scores = score_test_rows(Path(result.bundle_dir), ds.frame.iloc[test], "cpu")
+        scores, _ = bench.lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
         record = bench.detection_metrics(ds.y[test], scores.primary)
         members = result.manifest.training["members"]
         record |= {
@@ -75,7 +66,7 @@ def train_and_score(dataset: str, seed: int, root: Path, model: str, overrides: 
             "parity": result.manifest.training["onnx_parity_max_relative_error"],
         }
         if overrides.get("device") == "cuda" and cuda_provider_offered():
-            on_cuda = score_test_rows(Path(result.bundle_dir), ds.frame.iloc[test], "cuda")
+            on_cuda, _ = bench.lw_scores(Path(result.bundle_dir), ds.frame.iloc[test], device="cuda")
             record["cuda_provider_max_abs_difference"] = {
                 name: float(np.max(np.abs(np.asarray(getattr(on_cuda, name)) - np.asarray(getattr(scores, name)))))
                 for name in SCORES_COMPARED

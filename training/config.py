@@ -73,6 +73,9 @@ class TrainSettings:
     # graph. 1: one model, ``validation_fraction`` of the rows held out for early stopping and calibration.
     # None: 5 below SMALL_TABLE_ROWS normal rows, else 3; 1 when ``members`` > 1.
     folds: int | None = None
+    # Cross-fitting repeated over this many partitions of the rows: repeats x folds members, and
+    # each row is calibrated by the mixture of the ``repeats`` members that never saw it.
+    repeats: int = 1
     validation_fraction: float = 0.2  # with folds = 1: held-out normal rows for early stopping and calibration
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
@@ -138,6 +141,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("restarts", 1 <= s.restarts <= 32, "between 1 and 32"),
         ("members", 1 <= s.members <= 16, "between 1 and 16"),
         ("folds", s.folds is None or 1 <= s.folds <= 10, "between 1 and 10"),
+        ("repeats", 1 <= s.repeats <= 4, "between 1 and 4"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
         ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
@@ -160,6 +164,9 @@ def _check_ranges(s: TrainSettings) -> None:
             f"setting 'members': {s.members} members share one split, so 'folds' must be 1 (it is {s.folds}); "
             "with folds, each fold trains one member"
         )
+        raise ConfigError(msg)
+    if s.repeats > 1 and (s.folds == 1 or s.members > 1):
+        msg = f"setting 'repeats': {s.repeats} repeats a cross-fitting, so 'folds' must be at least 2 and 'members' 1"
         raise ConfigError(msg)
     if s.prior == "defensive" and s.model != "vae":
         msg = f"setting 'prior': 'defensive' applies to --model vae only (model is {s.model!r})"

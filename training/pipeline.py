@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # member m seed s + m * MEMBER_SEED_STRIDE (another prime, so that no member repeats a restart).
 RESTART_SEED_STRIDE = 7919
 MEMBER_SEED_STRIDE = 104_729
+# Repeat r of a cross-fitting partitions the rows with seed s + r * REPEAT_SEED_STRIDE (a third prime).
+REPEAT_SEED_STRIDE = 1_299_709
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ def _train_and_write(
     device = pick_device(settings.device)
     pre = Preprocessor(features)
     train_idx = splits[0][0]
-    holdout_idx = np.concatenate([holdout_rows for _, holdout_rows in splits])
+    holdout_idx = calibration_rows(splits, settings.folds)
     resolved = resolve(settings, n_train=len(train_idx), n_features=len(features), n_inputs=pre.n_inputs)
     order = tuple(i for i, f in enumerate(features) if not f.is_categorical) + tuple(
         i for i, f in enumerate(features) if f.is_categorical
@@ -284,7 +286,7 @@ def _train_and_write(
         zip([o.name for o in session.get_outputs()], session.run(None, {"x": x_normal[holdout_idx]}), strict=True)
     )
     if settings.folds > 1:
-        held.update(_out_of_fold_scores(graph, x_normal, splits))
+        held.update(_out_of_fold_scores(graph, x_normal, splits, holdout_idx))
     holdout_scores = held[primary]
     manifest = Manifest(
         name=settings.name or _default_name(source),
@@ -348,33 +350,52 @@ class _FitJob:
 
 
 def fit_splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (fit rows, held-out rows) of each distinct fit: one split, or one per fold.
+    """The (fit rows, held-out rows) of each distinct fit: one split, or one per fold and repeat.
 
     With ``folds`` K >= 2, fit k holds out fold k and trains on the other K - 1, so every
-    normal row is held out by exactly one member.
+    normal row is held out by exactly one member of each of the ``repeats`` partitions (repeat
+    r shuffles the rows with seed ``seed + r * REPEAT_SEED_STRIDE``; repeat 0 is the plain one).
     """
     count = resolve_folds(settings, n_rows)
     if count == 1:
         return [data_mod.split_rows(n_rows, settings.validation_fraction, settings.seed)]
-    folds = data_mod.fold_rows(n_rows, count, settings.seed)
-    return [(np.setdiff1d(np.arange(n_rows), fold), fold) for fold in folds]
+    splits = []
+    for r in range(settings.repeats):
+        folds = data_mod.fold_rows(n_rows, count, settings.seed + r * REPEAT_SEED_STRIDE)
+        splits += [(np.setdiff1d(np.arange(n_rows), fold), fold) for fold in folds]
+    return splits
+
+
+def calibration_rows(splits: list[tuple[np.ndarray, np.ndarray]], folds: int) -> np.ndarray:
+    """The held-out rows that calibrate the p-values, each once: the first partition's folds in turn."""
+    return np.concatenate([held for _, held in splits[: max(1, folds)]])
 
 
 def _out_of_fold_scores(
-    graph: ScoringGraph, x_normal: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]
+    graph: ScoringGraph, x_normal: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Each fold's rows scored by the one member that never saw them, in the order of ``splits``.
+    """Each of ``rows`` scored by the mixture of the members that never saw it (one per repeat).
 
     Their primary score calibrates the mixture's p-values, and the report shows their scores as
     the held-out rows'. A new row is scored by every member, and the mixture's negative ELBO is
     at most the mean of the members' (Jensen), so a normal row's mixture score tends to fall
-    below one member's: the p-values err on the safe side.
+    below that of the few members that never saw it: the p-values err on the safe side.
     """
-    parts = []
-    for member, (_, fold) in zip(graph.model.members, splits, strict=True):
-        alone = ScoringGraph(graph.preprocessor, member, graph.eps)
-        parts.append(torch_outputs(alone, x_normal[fold]))
-    return {name: np.concatenate([part[name] for part in parts]) for name in ROW_SCORES}
+    members = graph.model.members
+    unseen = np.zeros((len(rows), len(members)), dtype=bool)
+    position = np.full(len(x_normal), -1)
+    position[rows] = np.arange(len(rows))
+    for k, (_, held) in enumerate(splits):
+        unseen[position[held], k] = True
+    scores = {name: np.empty(len(rows), dtype=np.float32) for name in ROW_SCORES}
+    for pattern in np.unique(unseen, axis=0):
+        where = np.flatnonzero((unseen == pattern).all(axis=1))
+        chosen = [members[k] for k in np.flatnonzero(pattern)]
+        model = chosen[0] if len(chosen) == 1 else Ensemble(chosen)
+        part = torch_outputs(ScoringGraph(graph.preprocessor, model, graph.eps), x_normal[rows[where]])
+        for name in ROW_SCORES:
+            scores[name][where] = part[name]
+    return scores
 
 
 def _fit_members(

@@ -28,6 +28,8 @@ def test_defaults_and_overrides() -> None:
         ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),
         ({"folds": 11}, "setting 'folds': 11 must be between 1 and 10"),
         ({"members": 2, "folds": 3}, r"'members': 2 members share one split, so 'folds' must be 1 \(it is 3\)"),
+        ({"repeats": 2, "folds": 1}, r"'repeats': 2 repeats a cross-fitting, so 'folds' must be at least 2"),
+        ({"repeats": 5}, "setting 'repeats': 5 must be between 1 and 4"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),

@@ -129,6 +129,32 @@ def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path
         assert sorted(banked.tolist()) == sorted(set(range(len(frame))) - set(fold.tolist()))
 
 
+def test_repeated_folds_calibrate_each_row_by_the_mixture_of_the_members_that_never_saw_it(
+    tmp_path: Path, quick: dict
+) -> None:
+    from training.config import make_settings
+    from training.export import ScoringGraph
+    from training.pipeline import fit_splits
+
+    frame = mixed_table(300)
+    overrides = {**quick, "folds": 2, "repeats": 2}
+    result = train_bundle(frame, tmp_path / "repeats", seed=3, overrides=overrides)
+    members = result.graph.model.members
+    assert len(members) == len(result.manifest.training["members"]) == 4  # 2 partitions x 2 folds
+    assert result.manifest.training["rows"]["holdout"] == 300  # every row calibrates once
+    splits = fit_splits(len(frame), make_settings(overrides, seed=3))
+    first, second = (splits[0][1], splits[1][1]), (splits[2][1], splits[3][1])
+    assert not np.array_equal(first[0], second[0])  # the second partition shuffles the rows anew
+    rows = encode_frame(frame, result.manifest.features).x
+    expected = []
+    for i in range(len(frame)):
+        unseen = [members[k] for k, (_, held) in enumerate(splits) if i in held]
+        assert len(unseen) == 2  # one member of each partition
+        graph = ScoringGraph(result.graph.preprocessor, Ensemble(unseen), result.graph.eps)
+        expected.append(torch_outputs(graph, rows[i : i + 1])["neg_elbo"][0])
+    np.testing.assert_allclose(result.manifest.calibration.scores, np.sort(expected), rtol=1e-5)
+
+
 def test_a_small_table_is_cross_fitted_with_five_folds_by_default(tmp_path: Path, quick: dict) -> None:
     defaults = {key: value for key, value in quick.items() if key != "folds"}
     result = train_bundle(mixed_table(60), tmp_path / "small", seed=1, overrides=defaults)

@@ -60,7 +60,7 @@ class ScoringGraph(nn.Module):
             counted = counted + valid
             expected.append(group.argmax(-1, keepdim=True).float())
         recon_error = torch.cat(squared, dim=-1).sum(-1) / counted.clamp(min=1.0)
-        expected_all = torch.cat(expected, dim=-1).index_select(-1, self.model.to_manifest_order)
+        expected_all = self.model.manifest_ordered(expected)
         return recon_error, expected_all
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

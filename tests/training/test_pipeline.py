@@ -180,3 +180,28 @@ def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, column
     scores = scorer.score(encode_frame(frame, scorer.manifest.features).x)
     assert np.isfinite(scores.neg_elbo).all()
     assert scores.feature_scores.shape == (200, 2)
+
+
+@pytest.mark.parametrize("columns", [["load", "power", "site"], ["site", "flag", "load"]])
+def test_the_graph_copies_no_likelihoods_into_the_manifests_order(
+    tmp_path: Path, quick: dict, columns: list[str]
+) -> None:
+    """The manifest lists numeric columns first, the likelihood's own order: no reordering copy."""
+    import onnx
+
+    result = train_bundle(mixed_table(200)[columns], tmp_path / "b", overrides=quick)
+    assert [f.kind for f in result.manifest.features] == sorted(
+        (f.kind for f in result.manifest.features), key=lambda kind: kind != "numeric"
+    )
+    graph = onnx.load(str(result.bundle_dir / "model.onnx")).graph
+    assert not [n for n in graph.node if any("to_manifest_order" in name for name in n.input)]
+
+
+def test_columns_in_another_order_are_put_in_the_manifests() -> None:
+    from training.models import VAE, Architecture
+
+    arch = Architecture(
+        n_inputs=4, n_numeric=1, group_sizes=(3,), feature_order=(1, 0), hidden=4, depth=1, latent_dim=2, min_scale=0.01
+    )
+    numeric, categorical = torch.tensor([[1.0]]), torch.tensor([[2.0]])
+    assert VAE(arch).manifest_ordered([numeric, categorical]).tolist() == [[2.0, 1.0]]

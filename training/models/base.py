@@ -81,6 +81,18 @@ class Autoencoder(nn.Module):
         for k, position in enumerate(arch.feature_order):
             inverse[position] = k
         self.register_buffer("to_manifest_order", torch.tensor(inverse, dtype=torch.long))
+        self.in_manifest_order = inverse == list(range(len(inverse)))
+
+    def manifest_ordered(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """``[numeric..., categorical...]`` columns joined on the last axis, in manifest order.
+
+        When that is already the manifest's order (numeric columns first, or one kind only) the
+        columns are returned as they are: the exported graph then holds no copy of them, and on
+        mnist the copies (a Concat and a Gather of each member's ``(draws, N, F)`` likelihoods)
+        took about a sixth of the graph's time.
+        """
+        joined = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return joined if self.in_manifest_order else joined.index_select(-1, self.to_manifest_order)
 
     def encode(self, enc_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.encoder(enc_in)
@@ -111,7 +123,7 @@ class Autoencoder(nn.Module):
             parts.append(likelihood.gaussian_nll(batch.num, batch.observed, mean, self.decoder_log_var()))
         if logits:
             parts.append(likelihood.categorical_nll(batch.codes, logits))
-        return torch.cat(parts, dim=-1).index_select(-1, self.to_manifest_order)
+        return self.manifest_ordered(parts)
 
     def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The per-row latent term added to the reconstruction NLL in ``neg_elbo``, ``(N,)``.

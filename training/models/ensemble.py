@@ -56,6 +56,9 @@ class Ensemble(nn.Module):
     def to_manifest_order(self) -> torch.Tensor:
         return self.first.to_manifest_order
 
+    def manifest_ordered(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return self.first.manifest_ordered(parts)
+
     def encode(self, enc_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.first.encode(enc_in)
 

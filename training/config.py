@@ -24,7 +24,7 @@ PRIORS = ("auto", "standard", "defensive")
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
 # set by the graph's speed: 3 members hold 256 rows each (5 members, on small tables, 153). Side
 # by side, 3 members' mnist graph scored 23,000-24,000 rows/s, and 19,500-20,200 with 341 each
-# (1,024 in all); the benchmark's trained graph scored 24,566 (bar 20,000; benchmarks/RESULTS.md).
+# (1,024 in all); the benchmark's trained graph scored 29,929 on an AMD EPYC (bar 20,000; benchmarks/RESULTS.md).
 PRIOR_BANK_ROWS = 768
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step

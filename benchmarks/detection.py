@@ -93,6 +93,11 @@ def _old_step_cap(n_train: int) -> dict[str, int]:
     return {"max_steps": sizes.warmup_steps + max(5000, 100 * sizes.steps_per_epoch)}
 
 
+def _long_patience(n_train: int) -> dict[str, int]:
+    """Patience of max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)."""
+    return {"patience_steps": max(1000, _default_sizes(n_train).patience_steps)}
+
+
 # Variants of the default (``lw-vae~NAME``), one choice changed each; shown, never ranked.
 # Each maps to (what changes, trainer overrides or a function of the training row count).
 # ``seed_offset`` is added to the model's seed only (the protocol's train/test split stays):
@@ -124,6 +129,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "half-learning-rate": ("AdamW learning rate 5e-4 instead of 1e-3", {"learning_rate": 5e-4}),
     "two-repeats": ("cross-fitting repeated over 2 partitions of the rows: 6 members (10 below 500 rows), "
                     "each row calibrated by the 2 that never saw it, instead of 3 (5)", {"repeats": 2}),
+    "long-patience": ("early-stopping patience max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)",
+                      _long_patience),
     "two-members": ("2 members on one 80/20 split (seeds s and s + 104,729) instead of 3 cross-fitted members",
                     {"members": 2, "folds": 1}),
 }  # fmt: skip

@@ -105,6 +105,7 @@ def _long_patience(n_train: int) -> dict[str, int]:
 ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]]] = {
     "one-draw": ("1 fixed draw of z in the graph instead of 8", {"draws": 1}),
     "four-draws": ("4 fixed draws of z in the graph instead of 8", {"draws": 4}),
+    "sixteen-draws": ("16 fixed draws of z in the graph instead of 8", {"draws": 16}),
     "epoch-schedule": (
         "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 20,000)",
         _epoch_schedule,
@@ -127,6 +128,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[int], dict[str, Any]]
     "one-model": ("one model trained on 80% of the rows, early-stopped and calibrated on the other 20%, "
                   "instead of 3 cross-fitted members (5 below 500 rows)", {"folds": 1}),
     "half-learning-rate": ("AdamW learning rate 5e-4 instead of 1e-3", {"learning_rate": 5e-4}),
+    "double-learning-rate": ("AdamW learning rate 2e-3 instead of 1e-3", {"learning_rate": 2e-3}),
     "two-repeats": ("cross-fitting repeated over 2 partitions of the rows: 6 members (10 below 500 rows), "
                     "each row calibrated by the 2 that never saw it, instead of 3 (5)", {"repeats": 2}),
     "long-patience": ("early-stopping patience max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)",

@@ -75,6 +75,13 @@ class Feature:
     the original types. For a numeric feature ``fill`` is the value imputed for a missing
     one and ``center``/``scale`` the standardization; for a categorical feature
     ``categories`` lists the labels whose index is the code.
+
+    A numeric feature that held one value in every training row is *constant*: ``center`` is
+    that value, and ``off_value_nats`` what a row pays in its ``neg_elbo`` for any other
+    value, log(n + 2) for the n training rows that held it (Laplace's rule of succession:
+    the chance that the next row breaks a run of n is 1 / (n + 2)). The model's networks never
+    see a constant feature; the scoring graph adds that penalty to the row's score and to
+    the feature's ``feature_scores`` column. A missing value pays nothing, as elsewhere.
     """
 
     name: str
@@ -85,10 +92,15 @@ class Feature:
     center: float | None = None
     scale: float | None = None
     missing_in_training: float = 0.0
+    off_value_nats: float | None = None
 
     @property
     def is_categorical(self) -> bool:
         return self.kind == "categorical"
+
+    @property
+    def is_constant(self) -> bool:
+        return self.off_value_nats is not None
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,9 @@ def _check_manifest(manifest: Manifest, source: str) -> None:
             raise BundleError(msg)
         if feature.is_categorical and not feature.categories:
             msg = f"{source}: categorical feature {feature.name!r} lists no categories"
+            raise BundleError(msg)
+        if feature.is_constant and (feature.is_categorical or feature.center is None):
+            msg = f"{source}: constant feature {feature.name!r} must be numeric with its value as center"
             raise BundleError(msg)
 
 

@@ -83,6 +83,8 @@ def _encoding(feature: Feature) -> str:
         if more > 0:
             shown += f", ... (+{more})"
         return f"{len(feature.categories)} categories: {shown}"
+    if feature.is_constant:
+        return f"constant {_number(feature.center)}; another value costs {_number(feature.off_value_nats)} nats"
     parts = [
         f"{label} {_number(value)}"
         for label, value in (

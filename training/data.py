@@ -6,9 +6,12 @@
 - numeric: integer and float columns (unless declared categorical);
 - categorical: strings, booleans, pandas categories, and columns declared with
   ``categorical``;
-- left out, with a warning: constant columns, columns that look like identifiers (a
-  string column whose values are nearly all distinct), dates and times. Left-out columns
-  are passed through by batch scoring.
+- constant: a numeric column that holds one value (a sensor that never moved, a flag that
+  was never set) stays a feature: a row that holds another value leaves the normal rows'
+  support, and its score says so (``training.preprocess``);
+- left out, with a warning: categorical columns with one category, empty columns, columns
+  that look like identifiers (a string column whose values are nearly all distinct), dates
+  and times. Left-out columns are passed through by batch scoring.
 
 Rows labelled anomalous (``label_column``) are kept apart for evaluation and the report.
 """
@@ -147,8 +150,10 @@ def _reason_to_drop(series: pd.Series, categorical: bool) -> str | None:
     if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
         return "date or time column"
     distinct = series.nunique(dropna=True)
-    if distinct <= 1:
-        return "constant column" if distinct == 1 else "no values"
+    if distinct == 0:
+        return "no values"
+    if distinct == 1 and categorical:
+        return "constant column"
     if categorical and not pd.api.types.is_bool_dtype(series):
         if distinct > max(50, 0.5 * series.notna().sum()):
             return f"looks like an identifier ({distinct} distinct values)"
@@ -192,6 +197,9 @@ def plan_columns(
         (cats if is_cat else numeric).append(name)
     if not numeric and not cats:
         msg = f"{source}: no usable feature column (left out: {dropped or 'none'})"
+        raise DataError(msg)
+    if not cats and all(frame[name].nunique(dropna=True) == 1 for name in numeric):
+        msg = f"{source}: no usable feature column: each of {numeric} holds one value (left out: {dropped or 'none'})"
         raise DataError(msg)
     return ColumnPlan(numeric=numeric, categorical=cats, dropped=dropped, label_column=label_column)
 

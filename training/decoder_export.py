@@ -8,6 +8,7 @@ output; N(0, I) draws sample the prior) and returns, in the order of
   (``mean * scale + center``), numeric features in manifest order;
 - ``numeric_std`` ``(N, Fn)``: the decoder's learned standard deviation of each numeric
   feature times the feature's scale (the same for every row: the variance is per feature);
+  a constant feature (the last numeric columns) has its value as mean and 0 as std;
 - ``category_probs_<j>`` ``(N, K_j)``: softmax of the decoder's logits for the categorical
   feature at manifest position ``j``, over its categories in manifest order.
 
@@ -40,12 +41,19 @@ class DecoderGraph(nn.Module):
         self.model = model
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pre = self.preprocessor
         mean, logits = self.model.decode(z)
-        outputs: list[torch.Tensor] = []
-        if self.preprocessor.n_numeric:
-            scale, center = self.preprocessor.scale, self.preprocessor.center
-            std = torch.exp(0.5 * self.model.decoder_log_var()) * scale  # (Fn,), raw units
-            outputs += [mean * scale + center, std.expand_as(mean)]
+        means: list[torch.Tensor] = []
+        stds: list[torch.Tensor] = []
+        if pre.n_numeric:
+            std = torch.exp(0.5 * self.model.decoder_log_var()) * pre.scale  # (Fn,), raw units
+            means.append(mean * pre.scale + pre.center)
+            stds.append(std.expand_as(mean))
+        if pre.n_constant:
+            value = z[:, :1] * 0.0 + pre.const_value
+            means.append(value)
+            stds.append(value * 0.0)
+        outputs = [torch.cat(means, dim=-1), torch.cat(stds, dim=-1)] if means else []
         outputs += [torch.softmax(group, dim=-1) for group in logits]
         return tuple(outputs)
 
@@ -92,7 +100,8 @@ def check_decoder_parity(graph: DecoderGraph, path: Path, z: np.ndarray) -> floa
     names = [o.name for o in session.get_outputs()]
     z = np.ascontiguousarray(z, dtype=np.float32)
     ort_out = dict(zip(names, session.run(None, {DECODER_INPUT: z}), strict=True))
-    scale = graph.preprocessor.scale.detach().cpu().numpy().astype(np.float64)
+    pre = graph.preprocessor
+    scale = torch.cat([pre.scale, torch.ones(pre.n_constant)]).detach().cpu().numpy().astype(np.float64)
     units = {"numeric_mean": scale, "numeric_std": scale}  # raw units: compare in standard deviations
     worst = parity_error(decoder_torch_outputs(graph, z, names), ort_out, units)
     if not worst <= PARITY_RTOL:

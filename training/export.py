@@ -3,6 +3,8 @@
 ``ScoringGraph.forward(x)`` takes the bundle's raw ``x`` ``(N, F)`` and returns, in the order
 of ``service.bundle.OUTPUT_NAMES``: ``recon_error`` ``(N,)``, ``neg_elbo`` ``(N,)``, ``kl``
 ``(N,)``, ``feature_scores`` ``(N, F)``, ``expected`` ``(N, F)``, ``latent`` ``(N, L)``.
+Constant features (the manifest's last columns) are scored here, outside the model: their
+``off_value_nats`` join ``neg_elbo`` and ``feature_scores``, and their ``expected`` is their value.
 The Monte-Carlo draws are a buffer fixed by the seed, applied to every row the same way,
 so a row's scores never depend on the other rows of its batch.
 """
@@ -67,11 +69,17 @@ class ScoringGraph(nn.Module):
         batch = self.preprocess(x)
         scores = self.model.score(batch, self.eps)
         recon_error, expected = self.reconstruction(batch, scores["latent"])
+        neg_elbo, feature_scores = scores["neg_elbo"], scores["feature_scores"]
+        if self.preprocessor.n_constant:
+            off_value = self.preprocessor.off_value(x)
+            neg_elbo = neg_elbo + off_value.sum(-1)
+            feature_scores = torch.cat([feature_scores, off_value], dim=-1)
+            expected = torch.cat([expected, self.preprocessor.const_value.expand_as(off_value)], dim=-1)
         return (
             recon_error,
-            scores["neg_elbo"],
+            neg_elbo,
             scores["kl"],
-            scores["feature_scores"],
+            feature_scores,
             expected,
             scores["latent"],
             *(scores[name] for name in self.output_names[len(OUTPUT_NAMES) :]),

@@ -101,6 +101,9 @@ def _random_rows(features: Sequence[Feature], n: int, seed: int) -> np.ndarray:
     for j, f in enumerate(features):
         if f.is_categorical:
             x[:, j] = rng.integers(-1, len(f.categories), n)
+        elif f.is_constant:
+            x[:, j] = np.where(rng.random(n) < 0.5, f.center, f.center + rng.standard_normal(n))
+            x[rng.random(n) < 0.1, j] = np.nan
         else:
             x[:, j] = f.center + f.scale * rng.standard_normal(n) * rng.choice([0.5, 1, 3, 10], n)
             x[rng.random(n) < 0.1, j] = np.nan
@@ -198,6 +201,9 @@ def train_bundle(
     splits = fit_splits(len(normal), settings)
     fit_rows = np.unique(np.concatenate([train_rows for train_rows, _ in splits]))
     feature_list = fit_features(normal.iloc[fit_rows], plan.numeric, plan.categorical)
+    if all(f.is_constant for f in feature_list):
+        msg = f"{source}: every feature column holds one value in the training rows; there is nothing to learn"
+        raise DataError(msg)
     x_normal = encode_frame(normal, feature_list, source=source).x
     staging = _prepare_output(Path(out))
     threads = torch.get_num_threads()
@@ -240,9 +246,10 @@ def _train_and_write(
     pre = Preprocessor(features)
     train_idx = splits[0][0]
     holdout_idx = calibration_rows(splits, settings.folds)
-    resolved = resolve(settings, n_train=len(train_idx), n_features=len(features), n_inputs=pre.n_inputs)
-    order = tuple(i for i, f in enumerate(features) if not f.is_categorical) + tuple(
-        i for i, f in enumerate(features) if f.is_categorical
+    resolved = resolve(settings, n_train=len(train_idx), n_features=pre.network_features, n_inputs=pre.n_inputs)
+    network = features[: pre.network_features]  # the constant features come last and skip the networks
+    order = tuple(i for i, f in enumerate(network) if not f.is_categorical) + tuple(
+        i for i, f in enumerate(network) if f.is_categorical
     )
     arch = Architecture(
         n_inputs=pre.n_inputs,
@@ -301,6 +308,8 @@ def _train_and_write(
         preprocessing={
             "numeric": "median imputation + missing indicator; standardized with training mean and std",
             "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
+            "constant": "a numeric column with one value in the training rows skips the networks; any other "
+            "value adds off_value_nats = log(n + 2) to neg_elbo (rule of succession), a missing one nothing",
         },
         training={
             **_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),

@@ -8,12 +8,16 @@ Missing values and unseen categories (the documented policy):
   observed part of the row.
 - categorical: a missing value and a category never seen in training both have code -1;
   the encoder sees an all-zero one-hot group and the likelihood skips that feature.
+- constant (a numeric column that held one value in every training row): the networks never
+  see it; any other value costs the row ``off_value_nats`` (see ``service.bundle.Feature``), a
+  missing one nothing.
 
 Everything here runs inside the exported ONNX graph, so every consumer gets it for free.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,15 +45,17 @@ def _dtype_name(series: pd.Series) -> str:
 def fit_numeric(series: pd.Series, name: str) -> Feature:
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     observed = values[~np.isnan(values)]
+    constant = len(observed) > 0 and observed.min() == observed.max()
     scale = float(observed.std()) if len(observed) > 1 else 1.0
     return Feature(
         name=name,
         kind="numeric",
         dtype=_dtype_name(series),
         fill=float(np.median(observed)),
-        center=float(observed.mean()),
+        center=float(observed[0]) if constant else float(observed.mean()),
         scale=scale if scale > 1e-12 else 1.0,
         missing_in_training=float(np.isnan(values).mean()),
+        off_value_nats=math.log(len(observed) + 2) if constant else None,
     )
 
 
@@ -68,8 +74,15 @@ def fit_categorical(series: pd.Series, name: str) -> Feature:
 
 
 def fit_features(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Feature, ...]:
-    """Fit every feature's statistics on the training rows (numeric first, then categorical)."""
-    return tuple([fit_numeric(frame[c], c) for c in numeric] + [fit_categorical(frame[c], c) for c in categorical])
+    """Fit every feature's statistics on the training rows.
+
+    The order is the bundle's: numeric features, then categorical ones, then the constant ones,
+    so that the networks' features come first, in the order their outputs are computed.
+    """
+    numbers = [fit_numeric(frame[c], c) for c in numeric]
+    categories = [fit_categorical(frame[c], c) for c in categorical]
+    varying = [f for f in numbers if not f.is_constant]
+    return tuple(varying + categories + [f for f in numbers if f.is_constant])
 
 
 class Preprocessor(nn.Module):
@@ -80,12 +93,19 @@ class Preprocessor(nn.Module):
         num: ``(N, Fn)`` standardized numerics, imputed where missing.
         num_observed: ``(N, Fn)`` 1.0 where the numeric value was present.
         cat_codes: ``(N, Fc)`` long category codes, -1 where missing or unseen.
+
+    Constant features are not among them: :meth:`off_value` scores them, outside the networks.
     """
 
     def __init__(self, features: Sequence[Feature]) -> None:
         super().__init__()
-        numeric = [i for i, f in enumerate(features) if not f.is_categorical]
+        numeric = [i for i, f in enumerate(features) if not f.is_categorical and not f.is_constant]
         categorical = [i for i, f in enumerate(features) if f.is_categorical]
+        constant = [i for i, f in enumerate(features) if f.is_constant]
+        self.network_features = len(numeric) + len(categorical)
+        if constant and min(constant) < self.network_features:
+            msg = "constant features must come after the others (training.preprocess.fit_features)"
+            raise ValueError(msg)
         self.group_sizes = [len(features[i].categories) for i in categorical]
         with_missing = [k for k, i in enumerate(numeric) if features[i].missing_in_training > 0]
         self.register_buffer("num_idx", torch.tensor(numeric, dtype=torch.long))
@@ -95,6 +115,9 @@ class Preprocessor(nn.Module):
         self.register_buffer("center", self._stat(features, numeric, "center"))
         self.register_buffer("scale", self._stat(features, numeric, "scale"))
         self.register_buffer("category_range", torch.arange(max(self.group_sizes, default=1)).float())
+        self.register_buffer("const_idx", torch.tensor(constant, dtype=torch.long))
+        self.register_buffer("const_value", self._stat(features, constant, "center"))
+        self.register_buffer("const_nats", self._stat(features, constant, "off_value_nats"))
 
     @staticmethod
     def _stat(features: Sequence[Feature], index: list[int], key: str) -> torch.Tensor:
@@ -103,6 +126,10 @@ class Preprocessor(nn.Module):
     @property
     def n_numeric(self) -> int:
         return len(self.num_idx)
+
+    @property
+    def n_constant(self) -> int:
+        return len(self.const_idx)
 
     @property
     def n_inputs(self) -> int:
@@ -115,6 +142,17 @@ class Preprocessor(nn.Module):
         for j, size in enumerate(self.group_sizes):
             parts.append((codes[:, j : j + 1] == self.category_range[:size]).float())
         return torch.cat(parts, dim=1), num, observed, codes.long()
+
+    def off_value(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, Fk)`` nats of each constant feature: ``off_value_nats`` where the value differs.
+
+        "Differs" allows a relative 1e-6, below float32's resolution of the value; a missing
+        value (NaN) does not differ.
+        """
+        raw = x.index_select(1, self.const_idx)
+        tolerance = 1e-6 * self.const_value.abs().clamp(min=1.0)
+        differs = (raw - self.const_value).abs() > tolerance
+        return differs.float() * self.const_nats
 
     def _numeric(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Standardized values, the observed mask and the missing indicators (empty when no numeric)."""

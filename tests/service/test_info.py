@@ -47,6 +47,12 @@ def test_feature_table_is_aligned_with_kinds_and_encodings(
     assert {r[column:].split()[0] for r in rows} == {"numeric", "categorical"}
 
 
+def test_a_constant_feature_shows_its_value_and_price(make_bundle: Callable[..., Path]) -> None:
+    firmware = Feature(name="firmware", kind="numeric", fill=3.0, center=3.0, scale=1.0, off_value_nats=6.2166)
+    text = info_text(make_bundle, features=(*FEATURES[:2], firmware))
+    assert "constant 3; another value costs 6.2166 nats" in text
+
+
 def test_long_category_lists_are_shortened(make_bundle: Callable[..., Path]) -> None:
     many = Feature(name="site", kind="categorical", categories=tuple(f"s{i}" for i in range(20)))
     text = info_text(make_bundle, features=(*FEATURES[:2], many))

@@ -52,13 +52,14 @@ def test_missing_file_and_empty_folder(tmp_path: Path) -> None:
 def test_kinds_constant_and_identifier_columns() -> None:
     frame = mixed_table(300)
     frame["constant"] = 7.0
+    frame["one_site"] = "north"
     frame["row_id"] = [f"r{i}" for i in range(300)]
     frame["when"] = pd.date_range("2026-01-01", periods=300, freq="h")
     plan = plan_columns(frame, source="t.csv", categorical=["count"])
-    assert plan.numeric == ["load", "power"]
+    assert plan.numeric == ["load", "power", "constant"]  # a constant number stays: another value is news
     assert plan.categorical == ["count", "site", "flag"]
     reasons = {d["column"]: d["reason"] for d in plan.dropped}
-    assert reasons["constant"] == "constant column"
+    assert reasons["one_site"] == "constant column"
     assert reasons["row_id"].startswith("looks like an identifier")
     assert reasons["when"] == "date or time column"
 
@@ -80,8 +81,10 @@ def test_missing_label_and_feature_columns_list_the_columns() -> None:
 
 def test_no_usable_feature() -> None:
     frame = pd.DataFrame({"a": [1.0] * 20, "b": ["x"] * 20})
-    with pytest.raises(DataError, match="no usable feature column"):
+    with pytest.raises(DataError, match=r"no usable feature column: each of \['a'\] holds one value"):
         plan_columns(frame, source="t.csv")
+    with pytest.raises(DataError, match=r"no usable feature column \(left out"):
+        plan_columns(frame[["b"]], source="t.csv")
 
 
 def test_labels_accept_numbers_booleans_and_words() -> None:

@@ -27,10 +27,28 @@ def test_the_epoch_schedule_follows_the_training_rows(detection) -> None:
     assert detection.lw_overrides("lw-vae~epoch-schedule", 10_000)["warmup_steps"] == 540
 
 
+def test_three_folds_changes_only_the_small_tables(detection) -> None:
+    assert detection.lw_overrides("lw-vae~three-folds", 123) == {"folds": 3}
+    assert detection.lw_overrides("lw-vae~three-folds", 900) is None  # the default's own run
+
+
+def test_a_variant_that_trains_as_the_default_reuses_its_record(detection, tmp_path) -> None:
+    root = detection.default_data_root()
+    default = {"detector": "lw-vae", "dataset": "letter", "seed": 0, "roc_auc": 0.95, "cache_version": 1}
+    detection.write_cached(tmp_path, default)
+    assert detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 0), root, tmp_path)
+    copy = detection.read_cached(tmp_path, detection.Task("lw-vae~three-folds", "letter", 0))
+    assert copy == default | {"detector": "lw-vae~three-folds", "same_as": "lw-vae"}
+    # glass has 123 training rows: the variant trains there, and without the default's record too.
+    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "glass", 0), root, tmp_path)
+    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 1), root, tmp_path)
+
+
 def test_variants_are_listed_and_never_ranked(detection) -> None:
     names = detection.detector_list("knn,ablations")
     assert names[0] == "knn"
     assert set(names[1:]) == set(detection.ABLATED)
+    assert set(detection.detector_list("undone")) < set(detection.ABLATED)
     assert detection.is_ranked("lw-vae")
     assert not detection.is_ranked("lw-vae~one-draw")
     assert not detection.is_ranked("lw-vae[recon_error]")

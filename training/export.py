@@ -172,5 +172,7 @@ def parity_error(
         scale = np.maximum(np.maximum(np.abs(a), 1.0), typical)
         if name in units:
             scale = np.maximum(scale, units[name])
-        worst = max(worst, float(np.max(np.abs(a - b) / scale)))
+        relative = np.abs(a - b) / scale
+        relative[np.isnan(relative)] = np.inf  # a NaN on either side is a broken graph, never a match
+        worst = max(worst, float(np.max(relative)))
     return worst

@@ -53,6 +53,13 @@ def test_parity_can_measure_a_split_in_units_of_the_row_total() -> None:
     assert parity_error(torch_side, ort_side, {"feature_scores": totals}) < 1e-6
 
 
+def test_parity_fails_a_graph_that_gives_nan_where_torch_does_not() -> None:
+    torch_side = {"neg_elbo": np.array([1.0, 2.0, 3.0])}
+    assert parity_error(torch_side, {"neg_elbo": np.array([1.0, np.nan, 3.0])}) == np.inf
+    assert parity_error(torch_side, {"neg_elbo": np.array([1.0, 2.0, np.inf])}) == np.inf
+    assert parity_error({"neg_elbo": np.array([np.nan])}, {"neg_elbo": np.array([np.nan])}) == np.inf
+
+
 def test_parity_forgives_a_category_named_differently_only_at_a_tie() -> None:
     # Column 1 is categorical with 3 categories; column 0 numeric.
     torch_expected = np.array([[0.5, 2.0], [0.5, 0.0], [0.5, 1.0]])

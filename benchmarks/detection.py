@@ -98,6 +98,11 @@ def _long_patience(n_train: int) -> dict[str, int]:
     return {"patience_steps": max(1000, _default_sizes(n_train).patience_steps)}
 
 
+def _long_warmup(n_train: int) -> dict[str, int]:
+    """KL warm-up of max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)."""
+    return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
+
+
 def _three_folds(n_train: int) -> dict[str, int] | None:
     """Three folds below ``SMALL_TABLE_ROWS`` too; None (the default's own run) elsewhere."""
     ensure_repo_importable()
@@ -144,6 +149,9 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
                     "each row calibrated by the 2 that never saw it, instead of 3 (5)", {"repeats": 2}),
     "long-patience": ("early-stopping patience max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)",
                       _long_patience),
+    "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
+                    _long_warmup),
+    "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),
     "two-members": ("2 members on one 80/20 split (seeds s and s + 104,729) instead of 3 cross-fitted members",
                     {"members": 2, "folds": 1}),
     "three-folds": ("3 cross-fitted members below 500 normal rows too, instead of 5 there", _three_folds),

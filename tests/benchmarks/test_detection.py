@@ -27,6 +27,12 @@ def test_the_epoch_schedule_follows_the_training_rows(detection) -> None:
     assert detection.lw_overrides("lw-vae~epoch-schedule", 10_000)["warmup_steps"] == 540
 
 
+def test_the_long_warm_up_keeps_twenty_epochs_where_they_are_longer(detection) -> None:
+    assert detection.lw_overrides("lw-vae~long-warmup", 1000) == {"warmup_steps": 2000}
+    # 400,000 rows: 266,666 fitted in batches of 256, 1,042 steps per epoch.
+    assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 20 * 1042}
+
+
 def test_three_folds_changes_only_the_small_tables(detection) -> None:
     assert detection.lw_overrides("lw-vae~three-folds", 123) == {"folds": 3}
     assert detection.lw_overrides("lw-vae~three-folds", 900) is None  # the default's own run

@@ -74,11 +74,17 @@ def _default_sizes(n_train: int) -> Any:
     """
     ensure_repo_importable()
     from training.config import make_settings, resolve
+
+    return resolve(make_settings(), n_train=_fit_rows(n_train), n_features=1, n_inputs=1)
+
+
+def _fit_rows(n_train: int) -> int:
+    """The rows each of the default's members trains on, of ``n_train`` protocol rows."""
+    ensure_repo_importable()
+    from training.config import make_settings
     from training.pipeline import fit_splits
 
-    settings = make_settings()
-    n_fit = fit_splits(n_train, settings)[0][0].size
-    return resolve(settings, n_train=n_fit, n_features=1, n_inputs=1)
+    return int(fit_splits(n_train, make_settings())[0][0].size)
 
 
 def _epoch_schedule(n_train: int) -> dict[str, int]:
@@ -103,12 +109,30 @@ def _long_warmup(n_train: int) -> dict[str, int]:
     return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
 
 
+def _large_batch(n_train: int) -> dict[str, int]:
+    """Batches of min(512, max(64, fit rows // 10)) instead of min(256, max(32, fit rows // 20))."""
+    return {"batch_size": min(512, max(64, _fit_rows(n_train) // 10))}
+
+
+def _small_batch(n_train: int) -> dict[str, int]:
+    """Batches of min(128, max(16, fit rows // 40)) instead of min(256, max(32, fit rows // 20))."""
+    return {"batch_size": min(128, max(16, _fit_rows(n_train) // 40))}
+
+
 def _three_folds(n_train: int) -> dict[str, int] | None:
     """Three folds below ``SMALL_TABLE_ROWS`` too; None (the default's own run) elsewhere."""
     ensure_repo_importable()
     from training.config import SMALL_TABLE_ROWS
 
     return {"folds": 3} if n_train < SMALL_TABLE_ROWS else None
+
+
+def _ten_folds(n_train: int) -> dict[str, int] | None:
+    """Ten folds below ``SMALL_TABLE_ROWS`` (each member on 90% of the rows); None elsewhere."""
+    ensure_repo_importable()
+    from training.config import SMALL_TABLE_ROWS
+
+    return {"folds": 10} if n_train < SMALL_TABLE_ROWS else None
 
 
 # Variants of the default (``lw-vae~NAME``), one choice changed each; shown, never ranked.
@@ -152,9 +176,15 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),
+    "large-batch": ("batches of min(512, max(64, fit rows // 10)) instead of min(256, max(32, fit rows // 20))",
+                    _large_batch),
+    "small-batch": ("batches of min(128, max(16, fit rows // 40)) instead of min(256, max(32, fit rows // 20))",
+                    _small_batch),
     "two-members": ("2 members on one 80/20 split (seeds s and s + 104,729) instead of 3 cross-fitted members",
                     {"members": 2, "folds": 1}),
     "three-folds": ("3 cross-fitted members below 500 normal rows too, instead of 5 there", _three_folds),
+    "ten-folds": ("10 cross-fitted members below 500 normal rows, each on 90% of them, instead of 5 on 80%",
+                  _ten_folds),
 }  # fmt: skip
 ABLATED = tuple(f"lw-vae~{name}" for name in ABLATIONS)
 # Each of these undoes one default of today's trainer (the others try a change that was not adopted),

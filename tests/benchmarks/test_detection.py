@@ -33,6 +33,20 @@ def test_the_long_warm_up_keeps_twenty_epochs_where_they_are_longer(detection) -
     assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 20 * 1042}
 
 
+def test_the_batch_variants_scale_with_each_members_fit_rows(detection) -> None:
+    # 988 protocol rows: three folds fit 658 rows each, in batches of 32 by default.
+    assert detection.lw_overrides("lw-vae~large-batch", 988) == {"batch_size": 65}
+    assert detection.lw_overrides("lw-vae~small-batch", 988) == {"batch_size": 16}
+    # 400,000 rows: 266,666 fitted per member; both variants stop at their caps.
+    assert detection.lw_overrides("lw-vae~large-batch", 400_000) == {"batch_size": 512}
+    assert detection.lw_overrides("lw-vae~small-batch", 400_000) == {"batch_size": 128}
+
+
+def test_ten_folds_changes_only_the_small_tables(detection) -> None:
+    assert detection.lw_overrides("lw-vae~ten-folds", 123) == {"folds": 10}
+    assert detection.lw_overrides("lw-vae~ten-folds", 900) is None  # the default's own run
+
+
 def test_three_folds_changes_only_the_small_tables(detection) -> None:
     assert detection.lw_overrides("lw-vae~three-folds", 123) == {"folds": 3}
     assert detection.lw_overrides("lw-vae~three-folds", 900) is None  # the default's own run

@@ -165,6 +165,7 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
                        "(½ N(0, I) + ½ the posteriors of up to 768 fit rows)", {"prior": "standard"}),
     "other-seed": ("model seed + 100: folds, initialization, batches and draws change; nothing else (the noise floor)",
                    {"seed_offset": 100}),
+    "third-seed": ("model seed + 200: a third draw of the default, beside other-seed", {"seed_offset": 200}),
     "one-model": ("one model trained on 80% of the rows, early-stopped and calibrated on the other 20%, "
                   "instead of 3 cross-fitted members (5 below 500 rows)", {"folds": 1}),
     "half-learning-rate": ("AdamW learning rate 5e-4 instead of 1e-3", {"learning_rate": 5e-4}),

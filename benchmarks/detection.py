@@ -109,30 +109,25 @@ def _long_warmup(n_train: int) -> dict[str, int]:
     return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
 
 
-def _large_batch(n_train: int) -> dict[str, int]:
-    """Batches of min(512, max(64, fit rows // 10)) instead of min(256, max(32, fit rows // 20))."""
-    return {"batch_size": min(512, max(64, _fit_rows(n_train) // 10))}
+def _batch_rule(floor: int, cap: int, divisor: int) -> Callable[[int], dict[str, int]]:
+    """Batches of min(cap, max(floor, fit rows // divisor)); the default is (32, 256, 20)."""
+
+    def overrides(n_train: int) -> dict[str, int]:
+        return {"batch_size": min(cap, max(floor, _fit_rows(n_train) // divisor))}
+
+    return overrides
 
 
-def _small_batch(n_train: int) -> dict[str, int]:
-    """Batches of min(128, max(16, fit rows // 40)) instead of min(256, max(32, fit rows // 20))."""
-    return {"batch_size": min(128, max(16, _fit_rows(n_train) // 40))}
+def _small_table_folds(count: int) -> Callable[[int], dict[str, int] | None]:
+    """``count`` folds below ``SMALL_TABLE_ROWS`` (the default has 5 there); None (the default's own run) elsewhere."""
 
+    def overrides(n_train: int) -> dict[str, int] | None:
+        ensure_repo_importable()
+        from training.config import SMALL_TABLE_ROWS
 
-def _three_folds(n_train: int) -> dict[str, int] | None:
-    """Three folds below ``SMALL_TABLE_ROWS`` too; None (the default's own run) elsewhere."""
-    ensure_repo_importable()
-    from training.config import SMALL_TABLE_ROWS
+        return {"folds": count} if n_train < SMALL_TABLE_ROWS else None
 
-    return {"folds": 3} if n_train < SMALL_TABLE_ROWS else None
-
-
-def _ten_folds(n_train: int) -> dict[str, int] | None:
-    """Ten folds below ``SMALL_TABLE_ROWS`` (each member on 90% of the rows); None elsewhere."""
-    ensure_repo_importable()
-    from training.config import SMALL_TABLE_ROWS
-
-    return {"folds": 10} if n_train < SMALL_TABLE_ROWS else None
+    return overrides
 
 
 # Variants of the default (``lw-vae~NAME``), one choice changed each; shown, never ranked.
@@ -178,14 +173,14 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),
     "large-batch": ("batches of min(512, max(64, fit rows // 10)) instead of min(256, max(32, fit rows // 20))",
-                    _large_batch),
+                    _batch_rule(64, 512, 10)),
     "small-batch": ("batches of min(128, max(16, fit rows // 40)) instead of min(256, max(32, fit rows // 20))",
-                    _small_batch),
+                    _batch_rule(16, 128, 40)),
     "two-members": ("2 members on one 80/20 split (seeds s and s + 104,729) instead of 3 cross-fitted members",
                     {"members": 2, "folds": 1}),
-    "three-folds": ("3 cross-fitted members below 500 normal rows too, instead of 5 there", _three_folds),
+    "three-folds": ("3 cross-fitted members below 500 normal rows too, instead of 5 there", _small_table_folds(3)),
     "ten-folds": ("10 cross-fitted members below 500 normal rows, each on 90% of them, instead of 5 on 80%",
-                  _ten_folds),
+                  _small_table_folds(10)),
 }  # fmt: skip
 ABLATED = tuple(f"lw-vae~{name}" for name in ABLATIONS)
 # Each of these undoes one default of today's trainer (the others try a change that was not adopted),

@@ -104,6 +104,16 @@ def _long_patience(n_train: int) -> dict[str, int]:
     return {"patience_steps": max(1000, _default_sizes(n_train).patience_steps)}
 
 
+def _long_patience_drawn(seed_offset: int) -> Callable[[int], dict[str, int]]:
+    """``long-patience`` on the model seed + ``seed_offset``: another draw of it, paired with the
+    default's own draw on that seed (``other-seed``: + 100, ``third-seed``: + 200)."""
+
+    def overrides(n_train: int) -> dict[str, int]:
+        return _long_patience(n_train) | {"seed_offset": seed_offset}
+
+    return overrides
+
+
 def _long_warmup(n_train: int) -> dict[str, int]:
     """KL warm-up of max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)."""
     return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
@@ -169,6 +179,10 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
                     "each row calibrated by the 2 that never saw it, instead of 3 (5)", {"repeats": 2}),
     "long-patience": ("early-stopping patience max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)",
                       _long_patience),
+    "long-patience-other-seed": ("long-patience with the model seed + 100 (a second draw of it, against other-seed)",
+                                 _long_patience_drawn(100)),
+    "long-patience-third-seed": ("long-patience with the model seed + 200 (a third draw of it, against third-seed)",
+                                 _long_patience_drawn(200)),
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),

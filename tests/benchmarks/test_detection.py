@@ -33,6 +33,16 @@ def test_the_long_warm_up_keeps_twenty_epochs_where_they_are_longer(detection) -
     assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 20 * 1042}
 
 
+def test_the_long_patience_keeps_fifteen_epochs_where_they_are_longer(detection) -> None:
+    assert detection.lw_overrides("lw-vae~long-patience", 1000) == {"patience_steps": 1000}
+    # 400,000 rows: 1,042 steps per epoch, so 15 epochs are past the floor.
+    assert detection.lw_overrides("lw-vae~long-patience", 400_000) == {"patience_steps": 15 * 1042}
+    # Its other draws train the same way on the model seed + 100 and + 200, as other-seed and third-seed do.
+    second_draw = detection.lw_overrides("lw-vae~long-patience-other-seed", 1000)
+    assert second_draw == {"patience_steps": 1000, "seed_offset": 100}
+    assert detection.lw_overrides("lw-vae~long-patience-third-seed", 1000)["seed_offset"] == 200
+
+
 def test_the_batch_variants_scale_with_each_members_fit_rows(detection) -> None:
     # 988 protocol rows: three folds fit 658 rows each, in batches of 32 by default.
     assert detection.lw_overrides("lw-vae~large-batch", 988) == {"batch_size": 65}

@@ -114,6 +114,11 @@ def _long_patience_drawn(seed_offset: int) -> Callable[[int], dict[str, int]]:
     return overrides
 
 
+def _bounded_long_patience(n_train: int) -> dict[str, Any]:
+    """The bounded decoder (``decoder = "bounded"``) with ``long-patience``."""
+    return _long_patience(n_train) | {"decoder": "bounded"}
+
+
 def _long_warmup(n_train: int) -> dict[str, int]:
     """KL warm-up of max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)."""
     return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
@@ -183,6 +188,9 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
                                  _long_patience_drawn(100)),
     "long-patience-third-seed": ("long-patience with the model seed + 200 (a third draw of it, against third-seed)",
                                  _long_patience_drawn(200)),
+    "bounded-decoder": ("LayerNorm in the decoder's hidden layers and a linear path from the code to its outputs "
+                        "(decoder = \"bounded\") instead of a plain MLP decoder", {"decoder": "bounded"}),
+    "bounded-decoder-long-patience": ("bounded-decoder and long-patience together", _bounded_long_patience),
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),

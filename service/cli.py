@@ -59,6 +59,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="prior of the scores' KL term: standard N(0, I), or (vae only) defensive, half N(0, I) and half "
         "the fit rows' posteriors (default auto: defensive for vae)",
     )
+    p.add_argument(
+        "--decoder",
+        choices=["mlp", "bounded"],
+        help="decoder network: mlp, or bounded (LayerNorm in its hidden layers and a linear path from the code, "
+        "so a far code cannot extrapolate a row) (default mlp)",
+    )
     p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")
     p.add_argument("--warmup-steps", type=int, help="KL warm-up length in steps")

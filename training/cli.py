@@ -31,6 +31,7 @@ def train_command(args: argparse.Namespace) -> int:
         denoise=args.denoise,
         free_bits=args.free_bits,
         prior=args.prior,
+        decoder=args.decoder,
         alpha=args.alpha,
         name=args.name,
         version=args.version,

@@ -20,6 +20,7 @@ KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up
 DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
+DECODERS = ("mlp", "bounded")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
 # set by the graph's speed: 3 members hold 256 rows each (5 members, on small tables, 153). Side
@@ -50,6 +51,9 @@ class TrainSettings:
     hidden: int | None = None  # None: min(256, max(32, 2 * encoder inputs))
     depth: int = 2  # hidden layers in the encoder and in the decoder
     latent_dim: int | None = None  # None: max(2, min(32, features // 2))
+    # mlp: Linear + GELU layers. bounded: LayerNorm in each of the decoder's hidden layers, and a
+    # linear path from the code to the outputs (training/models/base.py, ``Autoencoder.decode``).
+    decoder: str = "mlp"
     # Objective.
     beta: float = 1.0  # weight of the KL term once warm-up ends
     warmup_steps: int | None = None  # None: max(500, 20 epochs); beta rises linearly from 0
@@ -123,6 +127,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("device", s.device in DEVICES, f"one of {DEVICES}"),
         ("score", s.score in SCORES, f"one of {SCORES}"),
         ("prior", s.prior in PRIORS, f"one of {PRIORS}"),
+        ("decoder", s.decoder in DECODERS, f"one of {DECODERS}"),
         ("threads", s.threads >= 1, "at least 1"),
         ("depth", 1 <= s.depth <= 8, "between 1 and 8"),
         ("hidden", s.hidden is None or s.hidden >= 1, "at least 1"),

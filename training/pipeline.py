@@ -260,6 +260,7 @@ def _train_and_write(
         depth=settings.depth,
         latent_dim=resolved.latent_dim,
         min_scale=settings.min_scale,
+        bounded_decoder=settings.decoder == "bounded",
     )
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
     jobs = [

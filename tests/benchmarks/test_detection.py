@@ -43,6 +43,12 @@ def test_the_long_patience_keeps_fifteen_epochs_where_they_are_longer(detection)
     assert detection.lw_overrides("lw-vae~long-patience-third-seed", 1000)["seed_offset"] == 200
 
 
+def test_the_bounded_decoder_variants_set_the_decoder_and_nothing_else(detection) -> None:
+    assert detection.lw_overrides("lw-vae~bounded-decoder", 1000) == {"decoder": "bounded"}
+    both = detection.lw_overrides("lw-vae~bounded-decoder-long-patience", 1000)
+    assert both == detection.lw_overrides("lw-vae~long-patience", 1000) | {"decoder": "bounded"}
+
+
 def test_the_batch_variants_scale_with_each_members_fit_rows(detection) -> None:
     # 988 protocol rows: three folds fit 658 rows each, in batches of 32 by default.
     assert detection.lw_overrides("lw-vae~large-batch", 988) == {"batch_size": 65}

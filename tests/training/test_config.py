@@ -35,6 +35,7 @@ def test_defaults_and_overrides() -> None:
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
         ({"model": "aae", "free_bits": 0.5}, "applies to --model vae only"),
         ({"prior": "uniform"}, "setting 'prior': 'uniform' must be one of"),
+        ({"decoder": "resnet"}, r"setting 'decoder': 'resnet' must be one of \('mlp', 'bounded'\)"),
         ({"model": "hvae", "prior": "defensive"}, "'defensive' applies to --model vae only"),
         ({"report": "yes"}, "setting 'report'"),
     ],

@@ -42,6 +42,7 @@ class Architecture:
     depth: int
     latent_dim: int
     min_scale: float
+    bounded_decoder: bool = False  # see ``Autoencoder.decode``
 
 
 def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
@@ -54,10 +55,14 @@ def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, fused=True, **options)
 
 
-def mlp(n_in: int, hidden: int, depth: int) -> nn.Sequential:
+def mlp(n_in: int, hidden: int, depth: int, *, normalized: bool = False) -> nn.Sequential:
+    """``depth`` hidden layers: Linear, then LayerNorm when ``normalized``, then GELU."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.GELU()]
+        layers.append(nn.Linear(n_in if i == 0 else hidden, hidden))
+        if normalized:
+            layers.append(nn.LayerNorm(hidden))
+        layers.append(nn.GELU())
     return nn.Sequential(*layers)
 
 
@@ -72,10 +77,13 @@ class Autoencoder(nn.Module):
         self.encoder = mlp(arch.n_inputs, arch.hidden, arch.depth)
         self.to_mu = nn.Linear(arch.hidden, arch.latent_dim)
         self.to_log_var = nn.Linear(arch.hidden, arch.latent_dim)
+        n_outputs = arch.n_numeric + sum(arch.group_sizes)
         self.decoder = nn.Sequential(
-            mlp(arch.latent_dim, arch.hidden, arch.depth),
-            nn.Linear(arch.hidden, arch.n_numeric + sum(arch.group_sizes)),
+            mlp(arch.latent_dim, arch.hidden, arch.depth, normalized=arch.bounded_decoder),
+            nn.Linear(arch.hidden, n_outputs),
         )
+        # The bias is the decoder's own; this path adds only what grows with the code.
+        self.linear_path = nn.Linear(arch.latent_dim, n_outputs, bias=False) if arch.bounded_decoder else None
         self.raw_log_var = nn.Parameter(torch.zeros(arch.n_numeric))
         inverse = [0] * len(arch.feature_order)
         for k, position in enumerate(arch.feature_order):
@@ -102,8 +110,16 @@ class Autoencoder(nn.Module):
         return mu + torch.exp(0.5 * log_var) * eps
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``z`` ``(..., N, L)`` to numeric means ``(..., N, Fn)`` and one logits tensor per group."""
+        """``z`` ``(..., N, L)`` to numeric means ``(..., N, Fn)`` and one logits tensor per group.
+
+        A bounded decoder (``arch.bounded_decoder``) normalizes each hidden layer, so its MLP's
+        outputs stay in one bounded range however far the code lies from the prior: an anomaly
+        that the encoder maps far out cannot be reconstructed by extrapolating the decoder's
+        curvature. Its linear path from the code keeps linear structure, which extrapolates.
+        """
         out = self.decoder(z)
+        if self.linear_path is not None:
+            out = out + self.linear_path(z)
         mean = out[..., : self.arch.n_numeric]
         logits, start = [], self.arch.n_numeric
         for size in self.arch.group_sizes:

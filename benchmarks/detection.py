@@ -191,6 +191,9 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "bounded-decoder": ("LayerNorm in the decoder's hidden layers and a linear path from the code to its outputs "
                         "(decoder = \"bounded\") instead of a plain MLP decoder", {"decoder": "bounded"}),
     "bounded-decoder-long-patience": ("bounded-decoder and long-patience together", _bounded_long_patience),
+    "clip": ("each step's gradient norm clipped at 3x its moving average (grad_clip = 3) instead of never",
+             {"grad_clip": 3.0}),
+    "bounded-decoder-clip": ("bounded-decoder and clip together", {"decoder": "bounded", "grad_clip": 3.0}),
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),

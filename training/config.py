@@ -64,6 +64,9 @@ class TrainSettings:
     batch_size: int | None = None  # None: min(256, max(32, train rows // 20))
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    # Clip each optimizer step's gradient norm at this multiple of its typical size (a moving
+    # average of recent clipped norms; training/loop.py, ``GradientClipper``); 0: no clipping.
+    grad_clip: float = 0.0
     ema_decay: float = 0.995  # validate and export an exponential moving average of the weights; 0: the raw weights
     max_steps: int | None = None  # None: warm-up + max(MIN_CAP_STEPS, 100 epochs); early stopping ends training
     patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
@@ -141,6 +144,7 @@ def _check_ranges(s: TrainSettings) -> None:
         ("learning_rate", s.learning_rate > 0, "above 0"),
         ("weight_decay", s.weight_decay >= 0, "at least 0"),
         ("ema_decay", 0 <= s.ema_decay < 1, "at least 0 and below 1"),
+        ("grad_clip", s.grad_clip == 0 or s.grad_clip >= 1, "0 (off) or at least 1"),
         ("max_steps", s.max_steps is None or s.max_steps >= 1, "at least 1"),
         ("patience_steps", s.patience_steps is None or s.patience_steps >= 1, "at least 1"),
         ("restarts", 1 <= s.restarts <= 32, "between 1 and 32"),

@@ -443,6 +443,7 @@ def _fit_members(
                 "best_validation_loss": result.best_val,
                 "steps": result.steps,
                 "best_step": result.best_step,
+                "clipped_steps": result.clipped_steps,
                 "restarts": restarts,
             }
         )
@@ -505,6 +506,7 @@ def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity
         "best_step": fit_result.best_step,
         "best_validation_loss": fit_result.best_val,
         "stopped_early": fit_result.stopped_early,
+        "clipped_steps": fit_result.clipped_steps,
         "seconds": round(fit_result.seconds, 2),
         "onnx_parity_max_relative_error": parity,
         "history": fit_result.history,

@@ -31,6 +31,7 @@ def test_defaults_and_overrides() -> None:
         ({"repeats": 2, "folds": 1}, r"'repeats': 2 repeats a cross-fitting, so 'folds' must be at least 2"),
         ({"repeats": 5}, "setting 'repeats': 5 must be between 1 and 4"),
         ({"ema_decay": 1.0}, "setting 'ema_decay': 1.0 must be at least 0 and below 1"),
+        ({"grad_clip": 0.5}, r"setting 'grad_clip': 0.5 must be 0 \(off\) or at least 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
         ({"model": "aae", "free_bits": 0.5}, "applies to --model vae only"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tests.training.tables import mixed_table
-from training.loop import moving_average
+from training.loop import GradientClipper, moving_average
 from training.pipeline import train_bundle
 
 
@@ -59,3 +60,35 @@ def test_averaging_changes_the_model(tmp_path: Path, quick: dict) -> None:
     raw = train_bundle(mixed_table(200), tmp_path / "raw", seed=3, overrides={**quick, "ema_decay": 0.0})
     averaged = train_bundle(mixed_table(200), tmp_path / "ema", seed=3, overrides={**quick, "ema_decay": 0.9})
     assert raw.fit.best_val != pytest.approx(averaged.fit.best_val, rel=1e-3)
+
+
+def _step_with_gradient(optimizer: torch.optim.Optimizer, weight: nn.Parameter, size: float) -> float:
+    """One step with a gradient of norm ``size``; the norm the optimizer stepped with."""
+    weight.grad = torch.full_like(weight, size / weight.numel() ** 0.5)
+    optimizer.step()
+    return weight.grad.norm().item()
+
+
+def test_the_clipper_cuts_a_spike_to_a_multiple_of_the_typical_gradient() -> None:
+    model = nn.Linear(4, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    clipper = GradientClipper(optimizer, factor=3.0)
+    for _ in range(5):
+        assert _step_with_gradient(optimizer, model.weight, 2.0) == pytest.approx(2.0)  # typical: never cut
+    assert clipper.typical == pytest.approx(2.0)
+    assert _step_with_gradient(optimizer, model.weight, 500.0) == pytest.approx(6.0)
+    assert clipper.clipped == 1
+    # The spike moves the typical size only by what was kept of it.
+    assert clipper.typical == pytest.approx(0.99 * 2.0 + 0.01 * 6.0)
+    assert _step_with_gradient(optimizer, model.weight, 5.0) == pytest.approx(5.0)  # within 3x: kept
+
+
+def test_training_counts_the_steps_it_clipped(tmp_path: Path, quick: dict) -> None:
+    def clipped(grad_clip: float) -> list[int]:
+        result = train_bundle(mixed_table(200), tmp_path / str(grad_clip), overrides={**quick, "grad_clip": grad_clip})
+        manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
+        return [member["clipped_steps"] for member in manifest["training"]["members"]]
+
+    # At 1x the typical norm about every other step is over the limit; with no clipping none is.
+    assert clipped(1.0)[0] > 0.1 * quick["max_steps"]
+    assert clipped(0.0) == [0]

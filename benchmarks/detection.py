@@ -119,6 +119,11 @@ def _bounded_long_patience(n_train: int) -> dict[str, Any]:
     return _long_patience(n_train) | {"decoder": "bounded"}
 
 
+def _bounded_clip_long_patience(n_train: int) -> dict[str, Any]:
+    """``bounded-decoder-clip`` with ``long-patience``."""
+    return _bounded_long_patience(n_train) | {"grad_clip": 3.0}
+
+
 def _long_warmup(n_train: int) -> dict[str, int]:
     """KL warm-up of max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)."""
     return {"warmup_steps": max(2000, _default_sizes(n_train).warmup_steps)}
@@ -194,6 +199,8 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "clip": ("each step's gradient norm clipped at 3x its moving average (grad_clip = 3) instead of never",
              {"grad_clip": 3.0}),
     "bounded-decoder-clip": ("bounded-decoder and clip together", {"decoder": "bounded", "grad_clip": 3.0}),
+    "bounded-decoder-clip-long-patience": ("bounded-decoder, clip and long-patience together",
+                                           _bounded_clip_long_patience),
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),

@@ -43,10 +43,12 @@ def test_the_long_patience_keeps_fifteen_epochs_where_they_are_longer(detection)
     assert detection.lw_overrides("lw-vae~long-patience-third-seed", 1000)["seed_offset"] == 200
 
 
-def test_the_bounded_decoder_variants_set_the_decoder_and_nothing_else(detection) -> None:
+def test_the_combined_variants_are_their_parts_together(detection) -> None:
     assert detection.lw_overrides("lw-vae~bounded-decoder", 1000) == {"decoder": "bounded"}
     both = detection.lw_overrides("lw-vae~bounded-decoder-long-patience", 1000)
     assert both == detection.lw_overrides("lw-vae~long-patience", 1000) | {"decoder": "bounded"}
+    all_three = detection.lw_overrides("lw-vae~bounded-decoder-clip-long-patience", 1000)
+    assert all_three == both | detection.lw_overrides("lw-vae~clip", 1000)
 
 
 def test_the_batch_variants_scale_with_each_members_fit_rows(detection) -> None:

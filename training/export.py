@@ -27,6 +27,9 @@ OPSET = 17
 # far smaller, but rows 10 standard deviations out make residuals a small difference of large
 # terms: a correct AE export on optdigits measured 1.5e-4, so the bar sits at 1e-3.
 PARITY_RTOL = 1e-3
+# How far two runtimes' float32 rounding may move a member's total (neg_elbo), relative to
+# the largest member total of the row: about 16 float32 ulps.
+MEMBER_TOTAL_ROUNDING = 1e-6
 
 
 class ScoringGraph(nn.Module):
@@ -106,6 +109,44 @@ def export_onnx(graph: ScoringGraph, n_features: int, path: Path) -> None:
             dynamo=False,
         )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+@torch.no_grad()
+def mixture_split_allowance(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row, how far rounding can move the outputs a mixture splits by its members' weights.
+
+    A mixture (``Ensemble``) weights its members' ``feature_scores``, ``kl`` and extra scores by
+    the responsibilities r, a softmax of the members' totals. Where members nearly tie on a row
+    tens of thousands of nats out, two runtimes that round those totals differently by d nats
+    move the weights by about d, and a weighted output by up to 2 d sum_m r_m |v_m - sum_k r_k v_k|,
+    which grows with the row's total when the members disagree on where its nats lie. Returns
+    that bound per output, ``(N, F)`` or ``(N,)``, with d = ``MEMBER_TOTAL_ROUNDING`` times the
+    row's largest member total; empty for a single model, whose outputs no weights split.
+    """
+    from training.models.ensemble import Ensemble
+
+    if not isinstance(graph.model, Ensemble):
+        return {}
+    batch = graph.preprocess(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    each = [member.score(batch, graph.eps) for member in graph.model.members]
+    totals = torch.stack([scores["neg_elbo"] for scores in each]).double()  # (members, N)
+    log_r = torch.log_softmax(-totals, dim=0)
+    r = log_r.exp()
+    shift = 2 * MEMBER_TOTAL_ROUNDING * totals.abs().amax(0)  # (N,)
+
+    def allowance(values: torch.Tensor) -> np.ndarray:
+        weights = r.reshape(*r.shape, *[1] * (values.dim() - 2))
+        spread = (weights * (values - (weights * values).sum(0)).abs()).sum(0)
+        return (shift.reshape(-1, *[1] * (spread.dim() - 1)) * spread).numpy()
+
+    # kl also holds KL(r || uniform) = sum_m r_m log r_m + log M, which moves with r as log r_m does.
+    out = {"kl": allowance(torch.stack([scores["kl"] for scores in each]).double() + log_r)}
+    for name in ("feature_scores", *graph.model.extra_outputs):
+        out[name] = allowance(torch.stack([scores[name] for scores in each]).double())
+    if graph.preprocessor.n_constant:  # constant columns are scored outside the mixture: no split
+        pad = np.zeros((len(x), graph.preprocessor.n_constant))
+        out["feature_scores"] = np.concatenate([out["feature_scores"], pad], axis=1)
+    return out
 
 
 @torch.no_grad()

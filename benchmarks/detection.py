@@ -99,29 +99,12 @@ def _old_step_cap(n_train: int) -> dict[str, int]:
     return {"max_steps": sizes.warmup_steps + max(5000, 100 * sizes.steps_per_epoch)}
 
 
-def _long_patience(n_train: int) -> dict[str, int]:
-    """Patience of max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)."""
-    return {"patience_steps": max(1000, _default_sizes(n_train).patience_steps)}
-
-
-def _long_patience_drawn(seed_offset: int) -> Callable[[int], dict[str, int]]:
-    """``long-patience`` on the model seed + ``seed_offset``: another draw of it, paired with the
-    default's own draw on that seed (``other-seed``: + 100, ``third-seed``: + 200)."""
-
-    def overrides(n_train: int) -> dict[str, int]:
-        return _long_patience(n_train) | {"seed_offset": seed_offset}
-
-    return overrides
-
-
-def _bounded_long_patience(n_train: int) -> dict[str, Any]:
-    """The bounded decoder (``decoder = "bounded"``) with ``long-patience``."""
-    return _long_patience(n_train) | {"decoder": "bounded"}
-
-
-def _bounded_clip_long_patience(n_train: int) -> dict[str, Any]:
-    """``bounded-decoder-clip`` with ``long-patience``."""
-    return _bounded_long_patience(n_train) | {"grad_clip": 3.0}
+def _short_patience(n_train: int) -> dict[str, int] | None:
+    """Patience of max(300 steps, 15 epochs), the default's before session 25; None where 15
+    epochs are at least the default's 1,000-step floor (the two patiences are the same there)."""
+    sizes = _default_sizes(n_train)
+    short = max(300, 15 * sizes.steps_per_epoch)
+    return None if short == sizes.patience_steps else {"patience_steps": short}
 
 
 def _long_warmup(n_train: int) -> dict[str, int]:
@@ -162,7 +145,7 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "four-draws": ("4 fixed draws of z in the graph instead of 8", {"draws": 4}),
     "sixteen-draws": ("16 fixed draws of z in the graph instead of 8", {"draws": 16}),
     "epoch-schedule": (
-        "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 300, 20,000)",
+        "warm-up, patience and cap in epochs (20, 15, 200) instead of the step floors (500, 1,000, 20,000)",
         _epoch_schedule,
     ),
     "step-cap": ("step cap warm-up + max(5,000 steps, 100 epochs) instead of max(20,000 steps, 100 epochs)",
@@ -187,20 +170,12 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "double-learning-rate": ("AdamW learning rate 2e-3 instead of 1e-3", {"learning_rate": 2e-3}),
     "two-repeats": ("cross-fitting repeated over 2 partitions of the rows: 6 members (10 below 500 rows), "
                     "each row calibrated by the 2 that never saw it, instead of 3 (5)", {"repeats": 2}),
-    "long-patience": ("early-stopping patience max(1,000 steps, 15 epochs) instead of max(300 steps, 15 epochs)",
-                      _long_patience),
-    "long-patience-other-seed": ("long-patience with the model seed + 100 (a second draw of it, against other-seed)",
-                                 _long_patience_drawn(100)),
-    "long-patience-third-seed": ("long-patience with the model seed + 200 (a third draw of it, against third-seed)",
-                                 _long_patience_drawn(200)),
-    "bounded-decoder": ("LayerNorm in the decoder's hidden layers and a linear path from the code to its outputs "
-                        "(decoder = \"bounded\") instead of a plain MLP decoder", {"decoder": "bounded"}),
-    "bounded-decoder-long-patience": ("bounded-decoder and long-patience together", _bounded_long_patience),
-    "clip": ("each step's gradient norm clipped at 3x its moving average (grad_clip = 3) instead of never",
-             {"grad_clip": 3.0}),
-    "bounded-decoder-clip": ("bounded-decoder and clip together", {"decoder": "bounded", "grad_clip": 3.0}),
-    "bounded-decoder-clip-long-patience": ("bounded-decoder, clip and long-patience together",
-                                           _bounded_clip_long_patience),
+    "short-patience": ("early-stopping patience max(300 steps, 15 epochs) instead of max(1,000 steps, 15 epochs)",
+                       _short_patience),
+    "plain-decoder": ("a plain MLP decoder (decoder = \"mlp\") instead of LayerNorm in its hidden layers "
+                      "and a linear path from the code to its outputs", {"decoder": "mlp"}),
+    "no-clip": ("no gradient clipping (grad_clip = 0) instead of each step's norm clipped at 3x its moving average",
+                {"grad_clip": 0.0}),
     "long-warmup": ("KL warm-up over max(2,000 steps, 20 epochs) instead of max(500 steps, 20 epochs)",
                     _long_warmup),
     "short-ema": ("weight average of decay 0.99 instead of 0.995", {"ema_decay": 0.99}),
@@ -221,7 +196,7 @@ ABLATED = tuple(f"lw-vae~{name}" for name in ABLATIONS)
 UNDONE = tuple(
     f"lw-vae~{name}"
     for name in ("other-seed", "one-model", "three-folds", "standard-prior", "four-draws", "no-ema", "no-warmup",
-                 "epoch-schedule", "step-cap")
+                 "epoch-schedule", "step-cap", "plain-decoder", "no-clip", "short-patience")
 )  # fmt: skip
 KNOWN_DETECTORS = ALL_DETECTORS + ABLATED
 ALPHAS = (0.01, 0.05)

@@ -33,22 +33,17 @@ def test_the_long_warm_up_keeps_twenty_epochs_where_they_are_longer(detection) -
     assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 20 * 1042}
 
 
-def test_the_long_patience_keeps_fifteen_epochs_where_they_are_longer(detection) -> None:
-    assert detection.lw_overrides("lw-vae~long-patience", 1000) == {"patience_steps": 1000}
-    # 400,000 rows: 1,042 steps per epoch, so 15 epochs are past the floor.
-    assert detection.lw_overrides("lw-vae~long-patience", 400_000) == {"patience_steps": 15 * 1042}
-    # Its other draws train the same way on the model seed + 100 and + 200, as other-seed and third-seed do.
-    second_draw = detection.lw_overrides("lw-vae~long-patience-other-seed", 1000)
-    assert second_draw == {"patience_steps": 1000, "seed_offset": 100}
-    assert detection.lw_overrides("lw-vae~long-patience-third-seed", 1000)["seed_offset"] == 200
+def test_the_short_patience_is_the_old_rule_and_the_default_where_fifteen_epochs_are_longer(detection) -> None:
+    # 1,000 rows: three folds fit 666 rows each, in batches of 33: 21 steps per epoch, 15 epochs are 315 steps.
+    assert detection.lw_overrides("lw-vae~short-patience", 1000) == {"patience_steps": 315}
+    # 400,000 rows: 1,042 steps per epoch, so 15 epochs are past both floors and the variant trains as the default.
+    assert detection.lw_overrides("lw-vae~short-patience", 400_000) is None
 
 
-def test_the_combined_variants_are_their_parts_together(detection) -> None:
-    assert detection.lw_overrides("lw-vae~bounded-decoder", 1000) == {"decoder": "bounded"}
-    both = detection.lw_overrides("lw-vae~bounded-decoder-long-patience", 1000)
-    assert both == detection.lw_overrides("lw-vae~long-patience", 1000) | {"decoder": "bounded"}
-    all_three = detection.lw_overrides("lw-vae~bounded-decoder-clip-long-patience", 1000)
-    assert all_three == both | detection.lw_overrides("lw-vae~clip", 1000)
+def test_the_undone_variants_undo_the_decoder_and_the_clipping(detection) -> None:
+    assert detection.lw_overrides("lw-vae~plain-decoder", 1000) == {"decoder": "mlp"}
+    assert detection.lw_overrides("lw-vae~no-clip", 1000) == {"grad_clip": 0.0}
+    assert {"lw-vae~plain-decoder", "lw-vae~no-clip", "lw-vae~short-patience"} <= set(detection.UNDONE)
 
 
 def test_the_batch_variants_scale_with_each_members_fit_rows(detection) -> None:

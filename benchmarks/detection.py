@@ -160,7 +160,7 @@ ABLATIONS: dict[str, tuple[str, Overrides]] = {
     "free-bits": ("free bits: 0.5 nats of KL per latent dimension left free in training, instead of none",
                   {"free_bits": 0.5}),
     "standard-prior": ("the scores' KL to N(0, I) instead of the defensive prior "
-                       "(½ N(0, I) + ½ the posteriors of up to 768 fit rows)", {"prior": "standard"}),
+                       "(½ N(0, I) + ½ the posteriors of up to 512 fit rows)", {"prior": "standard"}),
     "other-seed": ("model seed + 100: folds, initialization, batches and draws change; nothing else (the noise floor)",
                    {"seed_offset": 100}),
     "third-seed": ("model seed + 200: a third draw of the default, beside other-seed", {"seed_offset": 200}),

@@ -23,10 +23,12 @@ PRIORS = ("auto", "standard", "defensive")
 DECODERS = ("mlp", "bounded")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
-# set by the graph's speed: 3 members hold 256 rows each (5 members, on small tables, 153). Side
-# by side, 3 members' mnist graph scored 23,000-24,000 rows/s, and 19,500-20,200 with 341 each
-# (1,024 in all); the benchmark's trained graph scored 29,929 on an AMD EPYC (bar 20,000; benchmarks/RESULTS.md).
-PRIOR_BANK_ROWS = 768
+# set by the graph's speed: the mixture is about a third of the mnist graph's time. 3 members hold
+# 170 rows each (5 members, on small tables, 102). With the bounded decoder, 768 rows scored
+# 19,450-21,500 rows/s on this kind of machine and 512 rows 23,000-24,000 (bar 20,000); the smaller
+# bank cost -0.0003 ROC-AUC on the 20 ADBench tables and gained +0.002 on the mixed ones
+# (benchmarks/RESULTS.md, session 25).
+PRIOR_BANK_ROWS = 512
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step
 # that a higher cap found best on the validation rows (benchmarks/RESULTS.md, ``step-cap``).
@@ -94,7 +96,7 @@ class TrainSettings:
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
     # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
-    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 768 fit rows (shared out among
+    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 512 fit rows (shared out among
     # the members), set after training.
     prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo

@@ -766,6 +766,63 @@ def lw_table(rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
     return markdown_table(header, body)
 
 
+# Issue 6's bars, for the default against every other ranked detector in the run.
+DEFAULT_DETECTOR = "lw-vae"
+ROC_AUC_MARGIN = 0.01  # over k-NN's mean ROC-AUC on the ADBench tables
+FPR_SLACK = 1.5  # the mean false-positive rate of p < alpha on test normals: at most 1.5 x alpha
+FIT_BAR_SECONDS = 60.0  # mean fit seconds per dataset
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**NOT met**"
+
+
+def bar_lines(rows: pd.DataFrame) -> list[str]:
+    """Issue 6's bars, each with its figures and whether this run meets it (empty without the default and k-NN)."""
+    ranked = rows[rows["detector"].map(is_ranked)]
+    adbench, mixed = (ranked[ranked["kind"] == kind] for kind in ("adbench", "mixed"))
+    default = DEFAULT_DETECTOR
+    if not {default, "knn"} <= set(adbench["detector"]):
+        return []
+    order = sorted(set(ranked["detector"]))
+    roc, ap = (per_dataset(adbench, metric, order).mean() for metric in ("roc_auc", "ap"))
+    ranks = mean_ranks(per_dataset(adbench, "roc_auc", order))
+    rival = {name: series.drop(default) for name, series in (("roc", roc), ("ap", ap), ("rank", ranks))}
+    floor = roc["knn"] + ROC_AUC_MARGIN
+    lines = [
+        f"- ROC-AUC (ADBench): {default} {roc[default]:.4f}; best other {rival['roc'].idxmax()} "
+        f"{rival['roc'].max():.4f}; bar: the best and >= knn + {ROC_AUC_MARGIN} = {floor:.4f}: "
+        f"{verdict(roc[default] > rival['roc'].max() and roc[default] >= floor)}",
+        f"- AP (ADBench): {default} {ap[default]:.3f}; best other {rival['ap'].idxmax()} {rival['ap'].max():.3f}: "
+        f"{verdict(ap[default] > rival['ap'].max())}",
+        f"- mean rank (ADBench): {default} {ranks[default]:.2f}; best other {rival['rank'].idxmin()} "
+        f"{rival['rank'].min():.2f}: {verdict(ranks[default] < rival['rank'].min())}",
+    ]
+    if {default, "knn", "iforest"} <= set(mixed["detector"]):
+        mixed_roc = per_dataset(mixed, "roc_auc", order).mean()
+        beaten = mixed_roc[default] > max(mixed_roc["knn"], mixed_roc["iforest"])
+        lines.append(
+            f"- ROC-AUC (mixed tables): {default} {mixed_roc[default]:.4f}; knn {mixed_roc['knn']:.4f}, "
+            f"iforest {mixed_roc['iforest']:.4f}: {verdict(beaten)}"
+        )
+    by_dataset = ranked[ranked["detector"] == default].groupby("dataset").mean(numeric_only=True)
+    fpr = [(alpha, by_dataset[f"fpr_{alpha}"].mean()) for alpha in ALPHAS]
+    lines.append(
+        f"- false-positive rate of p < alpha on test normals ({default}, mean over {len(by_dataset)} datasets): "
+        + ", ".join(f"{rate:.3f} at {alpha} (bar {FPR_SLACK * alpha:.3f})" for alpha, rate in fpr)
+        + f": {verdict(all(rate <= FPR_SLACK * alpha for alpha, rate in fpr))}"
+    )
+    fits = ranked[ranked["detector"].isin(LW_DETECTORS)].groupby(["detector", "dataset"])["fit_seconds"].mean()
+    default_fit, every_lw_fit = fits[default].mean(), fits.groupby("detector").mean().mean()
+    lines.append(
+        f"- fit seconds per dataset (mean over {fits[default].size} datasets, bar {FIT_BAR_SECONDS:.0f}): "
+        f"{default} {default_fit:.1f}: {verdict(default_fit <= FIT_BAR_SECONDS)}; the "
+        f"{fits.index.get_level_values('detector').nunique()} latentwatch detectors together {every_lw_fit:.1f}: "
+        f"{verdict(every_lw_fit <= FIT_BAR_SECONDS)}"
+    )
+    return lines
+
+
 def collection_section(title: str, rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
     """Summary, per-dataset ROC-AUC and AP, and the latentwatch table of one collection."""
     if rows.empty:
@@ -820,6 +877,9 @@ def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
     ]
     if meta.get("graph_speed"):
         out += [report_line(meta["graph_speed"]), ""]
+    bars = bar_lines(rows) if not rows.empty else []
+    if bars:
+        out += ["Issue 6's bars for the default, from this run:", "", *bars, ""]
     if meta.get("missing"):
         out += [f"- **incomplete**: {meta['missing']} task(s) missing or failed", ""]
     if not rows.empty:

@@ -123,3 +123,31 @@ def test_the_graph_speed_line_names_the_median_and_the_bar(detection) -> None:
         graph_speed.summary([9_000.0], **{k: v for k, v in record.items() if k not in ("rows_per_second", "passes")})
     )
     assert slow.endswith("**NOT met**")
+
+
+def test_the_bars_say_which_the_default_meets(detection) -> None:
+    def row(detector: str, dataset: str, roc_auc: float, kind: str = "adbench", fit: float = 0.0) -> dict:
+        return {"detector": detector, "dataset": dataset, "kind": kind, "roc_auc": roc_auc, "ap": roc_auc / 2,
+                "fit_seconds": fit, "fpr_0.01": 0.01, "fpr_0.05": 0.1}  # fmt: skip
+
+    rows = pd.DataFrame([
+        row("lw-vae", "a", 0.95, fit=30.0), row("lw-vae", "b", 0.80, fit=100.0),
+        row("knn", "a", 0.90), row("knn", "b", 0.84),
+        row("lw-vae[recon_error]", "a", 0.99),  # a single score, never ranked
+        row("lw-vae", "m", 0.70, kind="mixed", fit=20.0), row("knn", "m", 0.60, kind="mixed"),
+        row("iforest", "m", 0.65, kind="mixed"),
+    ])  # fmt: skip
+    bars = {line.split(":")[0]: line for line in detection.bar_lines(rows)}
+    # Mean ROC-AUC 0.875 against k-NN's 0.870: the best, but under k-NN + 0.01.
+    assert bars["- ROC-AUC (ADBench)"].endswith("= 0.8800: **NOT met**")
+    assert bars["- AP (ADBench)"].endswith(": met")
+    assert "lw-vae 1.50; best other knn 1.50" in bars["- mean rank (ADBench)"]  # a tie is not the best
+    assert bars["- mean rank (ADBench)"].endswith("**NOT met**")
+    assert bars["- ROC-AUC (mixed tables)"].endswith(": met")
+    # 0.1 at alpha 0.05 is over 1.5 x alpha.
+    fpr = next(line for key, line in bars.items() if key.startswith("- false-positive rate"))
+    assert "(lw-vae, mean over 3 datasets)" in fpr
+    assert fpr.endswith("**NOT met**")
+    # The default's fits average 50 s over its 3 datasets.
+    fit = next(line for key, line in bars.items() if key.startswith("- fit seconds"))
+    assert "lw-vae 50.0: met" in fit

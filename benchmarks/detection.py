@@ -785,11 +785,13 @@ def bar_lines(rows: pd.DataFrame) -> list[str]:
     if not {default, "knn"} <= set(adbench["detector"]):
         return []
     order = sorted(set(ranked["detector"]))
-    roc, ap = (per_dataset(adbench, metric, order).mean() for metric in ("roc_auc", "ap"))
-    ranks = mean_ranks(per_dataset(adbench, "roc_auc", order))
+    roc_table = per_dataset(adbench, "roc_auc", order).dropna()  # the tables every ranked detector covers
+    roc, ap = roc_table.mean(), per_dataset(adbench, "ap", order).loc[roc_table.index].mean()
+    ranks = mean_ranks(roc_table)
     rival = {name: series.drop(default) for name, series in (("roc", roc), ("ap", ap), ("rank", ranks))}
     floor = roc["knn"] + ROC_AUC_MARGIN
     lines = [
+        f"- ADBench tables that every ranked detector covers: {len(roc_table)}",
         f"- ROC-AUC (ADBench): {default} {roc[default]:.4f}; best other {rival['roc'].idxmax()} "
         f"{rival['roc'].max():.4f}; bar: the best and >= knn + {ROC_AUC_MARGIN} = {floor:.4f}: "
         f"{verdict(roc[default] > rival['roc'].max() and roc[default] >= floor)}",

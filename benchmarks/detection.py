@@ -770,7 +770,9 @@ def lw_table(rows: pd.DataFrame, order: Sequence[str]) -> list[str]:
 DEFAULT_DETECTOR = "lw-vae"
 ROC_AUC_MARGIN = 0.01  # over k-NN's mean ROC-AUC on the ADBench tables
 FPR_SLACK = 1.5  # the mean false-positive rate of p < alpha on test normals: at most 1.5 x alpha
-FIT_BAR_SECONDS = 60.0  # mean fit seconds per dataset
+# Mean fit seconds per dataset of the default: the bar is on the default's cost ("the default's extra
+# cost shows in the benchmark", issue 6's done-when); the other model types are rivals in the ranking.
+FIT_BAR_SECONDS = 60.0
 
 
 def verdict(met: bool) -> str:
@@ -817,10 +819,9 @@ def bar_lines(rows: pd.DataFrame) -> list[str]:
     fits = ranked[ranked["detector"].isin(LW_DETECTORS)].groupby(["detector", "dataset"])["fit_seconds"].mean()
     default_fit, every_lw_fit = fits[default].mean(), fits.groupby("detector").mean().mean()
     lines.append(
-        f"- fit seconds per dataset (mean over {fits[default].size} datasets, bar {FIT_BAR_SECONDS:.0f}): "
-        f"{default} {default_fit:.1f}: {verdict(default_fit <= FIT_BAR_SECONDS)}; the "
-        f"{fits.index.get_level_values('detector').nunique()} latentwatch detectors together {every_lw_fit:.1f}: "
-        f"{verdict(every_lw_fit <= FIT_BAR_SECONDS)}"
+        f"- fit seconds per dataset ({default}, mean over {fits[default].size} datasets, bar {FIT_BAR_SECONDS:.0f}): "
+        f"{default_fit:.1f}: {verdict(default_fit <= FIT_BAR_SECONDS)}. For information, not the bar: the "
+        f"{fits.index.get_level_values('detector').nunique()} latentwatch detectors' fits average {every_lw_fit:.1f}"
     )
     return lines
 

@@ -150,4 +150,5 @@ def test_the_bars_say_which_the_default_meets(detection) -> None:
     assert fpr.endswith("**NOT met**")
     # The default's fits average 50 s over its 3 datasets.
     fit = next(line for key, line in bars.items() if key.startswith("- fit seconds"))
-    assert "lw-vae 50.0: met" in fit
+    assert "(lw-vae, mean over 3 datasets, bar 60): 50.0: met." in fit
+    assert fit.endswith("the 1 latentwatch detectors' fits average 50.0")  # shown, never a verdict

@@ -63,7 +63,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--decoder",
         choices=["mlp", "bounded"],
         help="decoder network: mlp, or bounded (LayerNorm in its hidden layers and a linear path from the code, "
-        "so a far code cannot extrapolate a row) (default mlp)",
+        "so a far code cannot extrapolate a row) (default bounded)",
     )
     p.add_argument("--alpha", type=float, help="target false-positive rate (default 0.01)")
     p.add_argument("--beta", type=float, help="weight of the KL term (default 1)")

@@ -23,10 +23,12 @@ PRIORS = ("auto", "standard", "defensive")
 DECODERS = ("mlp", "bounded")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
-# set by the graph's speed: 3 members hold 256 rows each (5 members, on small tables, 153). Side
-# by side, 3 members' mnist graph scored 23,000-24,000 rows/s, and 19,500-20,200 with 341 each
-# (1,024 in all); the benchmark's trained graph scored 29,929 on an AMD EPYC (bar 20,000; benchmarks/RESULTS.md).
-PRIOR_BANK_ROWS = 768
+# set by the graph's speed: the mixture is about a third of the mnist graph's time. 3 members hold
+# 170 rows each (5 members, on small tables, 102). With the bounded decoder, 768 rows scored
+# 19,450-21,500 rows/s on this kind of machine and 512 rows 23,000-24,000 (bar 20,000); the smaller
+# bank cost -0.0003 ROC-AUC on the 20 ADBench tables and gained +0.002 on the mixed ones
+# (benchmarks/RESULTS.md, session 25).
+PRIOR_BANK_ROWS = 512
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step
 # that a higher cap found best on the validation rows (benchmarks/RESULTS.md, ``step-cap``).
@@ -37,6 +39,11 @@ MIN_CAP_STEPS = 20_000
 # session 10): the eight under 500 rows gained +0.005 ROC-AUC on average; letter, cardio and
 # Cardiotocography (900-1,000 rows) +0.001 ROC-AUC and -0.004 AP, for fits twice as long.
 SMALL_TABLE_ROWS = 500
+# Floor of the early-stopping patience, in steps after warm-up (the patience is at least 15
+# epochs as well). A member's validation loss can rise for several hundred steps after a bad
+# batch and then fall again below its best; 300 steps ended such members while they were still
+# improving (Wilt lost 0.02 ROC-AUC on every seed; benchmarks/RESULTS.md, ``short-patience``).
+MIN_PATIENCE_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,11 @@ class TrainSettings:
     hidden: int | None = None  # None: min(256, max(32, 2 * encoder inputs))
     depth: int = 2  # hidden layers in the encoder and in the decoder
     latent_dim: int | None = None  # None: max(2, min(32, features // 2))
-    # mlp: Linear + GELU layers. bounded: LayerNorm in each of the decoder's hidden layers, and a
-    # linear path from the code to the outputs (training/models/base.py, ``Autoencoder.decode``).
-    decoder: str = "mlp"
+    # bounded: LayerNorm in each of the decoder's hidden layers, and a linear path from the code to
+    # the outputs (training/models/base.py, ``Autoencoder.decode``), so that a code far from the
+    # normal ones cannot reconstruct an anomaly by extrapolating the decoder's curvature.
+    # mlp: Linear + GELU layers only (benchmarks/RESULTS.md, ``plain-decoder``).
+    decoder: str = "bounded"
     # Objective.
     beta: float = 1.0  # weight of the KL term once warm-up ends
     warmup_steps: int | None = None  # None: max(500, 20 epochs); beta rises linearly from 0
@@ -66,10 +75,10 @@ class TrainSettings:
     weight_decay: float = 1e-4
     # Clip each optimizer step's gradient norm at this multiple of its typical size (a moving
     # average of recent clipped norms; training/loop.py, ``GradientClipper``); 0: no clipping.
-    grad_clip: float = 0.0
+    grad_clip: float = 3.0
     ema_decay: float = 0.995  # validate and export an exponential moving average of the weights; 0: the raw weights
     max_steps: int | None = None  # None: warm-up + max(MIN_CAP_STEPS, 100 epochs); early stopping ends training
-    patience_steps: int | None = None  # None: max(300, 15 epochs); counted only after warm-up
+    patience_steps: int | None = None  # None: max(MIN_PATIENCE_STEPS, 15 epochs); counted only after warm-up
     restarts: int = 1  # independent initializations; the one with the best validation loss is kept
     # Models trained apart on one split of the rows (folds 1, implied), scored as their equal-weight mixture
     # (training/models/ensemble.py); costs N x the fit, and each member's encoder and decoder in the graph.
@@ -87,7 +96,7 @@ class TrainSettings:
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
     # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
-    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 768 fit rows (shared out among
+    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 512 fit rows (shared out among
     # the members), set after training.
     prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo
@@ -240,7 +249,7 @@ def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs:
         latent_dim=settings.latent_dim or max(2, min(32, n_features // 2)),
         batch_size=batch,
         warmup_steps=warmup,
-        patience_steps=settings.patience_steps or max(300, 15 * steps_per_epoch),
+        patience_steps=settings.patience_steps or max(MIN_PATIENCE_STEPS, 15 * steps_per_epoch),
         max_steps=settings.max_steps or warmup + max(MIN_CAP_STEPS, 100 * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
         prior=resolve_prior(settings),

@@ -104,7 +104,7 @@ class GradientClipper:
     shrinks them and needs no scale of its own. Why: a batch with a few rows that the decoder's
     small learned variances find very unlikely can give a gradient hundreds of times the usual
     size; the step it takes throws the weights, the validation loss jumps, and early stopping
-    then ends a member that was still improving (``benchmarks/RESULTS.md``, variant ``clip``).
+    then ends a member that was still improving (``benchmarks/RESULTS.md``, variant ``no-clip``).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: float) -> None:

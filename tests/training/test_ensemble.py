@@ -118,15 +118,16 @@ def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path
         ]
     )
     np.testing.assert_allclose(result.manifest.calibration.scores, np.sort(out_of_fold), rtol=1e-5)
-    # Member k's defensive prior holds the posteriors of exactly the rows outside fold k (200 fit
-    # rows, fewer than its share of the bank), so none of the rows it calibrates.
+    # Member k's defensive prior holds the posteriors of a sample of its share of the bank (170 of
+    # its 200 fit rows), all outside fold k: none of the rows it calibrates.
     for member, fold in zip(ensemble.members, folds, strict=True):
         with torch.no_grad():
             codes = member.encode(result.graph.preprocess(torch.from_numpy(rows)).enc_in)[0]
         distance = torch.cdist(member.prior_bank_mu, codes)  # (bank rows, all rows)
         banked = distance.argmin(1).numpy()
         assert distance.min(1).values.max() < 1e-3  # each bank code is some row's own
-        assert sorted(banked.tolist()) == sorted(set(range(len(frame))) - set(fold.tolist()))
+        assert len(set(banked.tolist())) == len(banked) == min(200, PRIOR_BANK_ROWS // 3)
+        assert set(banked.tolist()) <= set(range(len(frame))) - set(fold.tolist())
 
 
 def test_repeated_folds_calibrate_each_row_by_the_mixture_of_the_members_that_never_saw_it(

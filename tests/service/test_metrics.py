@@ -22,7 +22,7 @@ from tests.service.conftest import normal_rows, write_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# ARCHITECTURE.md, "Metrics (contract)": name -> (type, labels).
+# docs/architecture.md, "Metrics (contract)": name -> (type, labels).
 CONTRACT = {
     "latentwatch_requests": ("counter", {"model", "method", "code"}),
     "latentwatch_request_duration_seconds": ("histogram", {"model", "method"}),

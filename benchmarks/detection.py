@@ -1,8 +1,8 @@
 """Detection benchmark: latentwatch's detectors beside classical and PyOD baselines.
 
-Follows the novelty protocol of ``../shared/datasets/README.md`` exactly: for each dataset
-and seed, ``rng = default_rng(seed)`` permutes the normal then the anomalous row indices; the
-first 60% of the normal rows (at most 20,000) train, the rest of them (at most 20,000) plus
+Follows the novelty protocol of ``benchmarks/README.md`` exactly: for each dataset and seed,
+``rng = default_rng(seed)`` permutes the normal then the anomalous row indices; the first 60%
+of the normal rows (at most 20,000) train, the rest of them (at most 20,000) plus
 at most 5,000 anomalous rows test. Every detector uses its default settings and gives a score
 per test row, higher = more anomalous; ROC-AUC and average precision are averaged over seeds.
 
@@ -12,13 +12,17 @@ latentwatch detectors (``lw-vae``, ``lw-aae``, ``lw-ae``, ``lw-vaegan``, ``lw-hv
 raw feature columns, train a bundle through ``training.pipeline.train_bundle`` and are scored
 through onnxruntime, as a user would run them.
 
-Each (detector, dataset, seed) result is cached as JSON, so an interrupted run resumes::
+Each (detector, dataset, seed) result is cached as JSON under ``--cache`` (git-ignored), so an
+interrupted run resumes::
 
     python benchmarks/detection.py --detectors baselines --jobs 2
     python benchmarks/detection.py --datasets glass,Wilt --seeds 0 --detectors lw-vae,knn
 
 The report (markdown) is printed and written between ``<!-- detection:start -->`` and
-``<!-- detection:end -->`` in ``--results``; the rest of that file is left alone.
+``<!-- detection:end -->`` in ``--results``; the rest of that file is left alone. The run's
+records (a first line describing the run, then one record per line) are written with it to
+``--records`` (``benchmarks/records/detection.jsonl``, committed): ``--render`` renders the
+section again from that file alone, and a run takes the records it holds as already done.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from graph_speed import BATCH_ROWS, THREADS, report_line, rows_per_second, summa
 from results_file import machine, publish, versions
 
 REPO = Path(__file__).resolve().parents[1]
+RECORDS = REPO / "benchmarks" / "records" / "detection.jsonl"
 CACHE_VERSION = 1
 
 ADBENCH = (
@@ -94,14 +99,14 @@ def _epoch_schedule(n_train: int) -> dict[str, int]:
 
 
 def _old_step_cap(n_train: int) -> dict[str, int]:
-    """The step cap before session 6: warm-up + max(5,000 steps, 100 epochs)."""
+    """The first trainer's step cap: warm-up + max(5,000 steps, 100 epochs) (see docs/decisions.md)."""
     sizes = _default_sizes(n_train)
     return {"max_steps": sizes.warmup_steps + max(5000, 100 * sizes.steps_per_epoch)}
 
 
 def _short_patience(n_train: int) -> dict[str, int] | None:
-    """Patience of max(300 steps, 15 epochs), the default's before session 25; None where 15
-    epochs are at least the default's 1,000-step floor (the two patiences are the same there)."""
+    """Patience of max(300 steps, 15 epochs), the default's before its 1,000-step floor (docs/decisions.md);
+    None where 15 epochs are at least that floor (the two patiences are the same there)."""
     sizes = _default_sizes(n_train)
     short = max(300, 15 * sizes.steps_per_epoch)
     return None if short == sizes.patience_steps else {"patience_steps": short}
@@ -483,12 +488,17 @@ def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
     return record
 
 
+def graph_speed_path(cache: Path, dataset: str = "mnist", seed: int = 0) -> Path:
+    """Where the graph-speed record is cached."""
+    return cache / f"graph-speed__lw-vae__{dataset}__seed{seed}.json"
+
+
 def measure_graph_speed(root: Path, cache: Path, refresh: bool, dataset: str = "mnist", seed: int = 0) -> Record:
     """Issue 6's cost bar: rows/s of the default's exported graph (``graph_speed.py``), cached.
 
     Run in the main process after the pool's tasks, so that both cores are free.
     """
-    path = cache / f"graph-speed__lw-vae__{dataset}__seed{seed}.json"
+    path = graph_speed_path(cache, dataset, seed)
     if not refresh and path.exists():
         record = json.loads(path.read_text())
         if record.get("cache_version") == CACHE_VERSION:
@@ -587,14 +597,55 @@ def write_json(path: Path, record: Record) -> None:
 
 
 def write_cached(cache: Path, record: Record) -> None:
-    """Write ``record`` atomically.
-
-    The records are committed beside ``RESULTS.md``, which they reproduce: a fresh checkout
-    has no other copy of them, and recomputing the lw models' 345 records takes hours here.
-    """
+    """Write ``record`` atomically to the local cache (``--records`` keeps the run's records)."""
     cache.mkdir(parents=True, exist_ok=True)
     task = Task(record["detector"], record["dataset"], record["seed"])
     write_json(cache / f"{task.key}.json", record)
+
+
+def run_tasks(meta: dict[str, Any]) -> list[Task]:
+    """The tasks of a run, in the order its report reads them (detectors, then datasets, then seeds)."""
+    seeds = [int(s) for s in str(meta["seeds"]).split(",")]
+    return [Task(d, ds, s) for d in meta["detectors"] for ds in meta["datasets"] for s in seeds]
+
+
+def read_records(path: Path) -> tuple[dict[str, Any], dict[str, Record]]:
+    """The run described on the first line of ``path`` and its records by task key ({} and {} if absent)."""
+    if not path.exists():
+        return {}, {}
+    meta: dict[str, Any] = {}
+    records: dict[str, Record] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if "run" in item:
+            meta = item["run"]
+        else:
+            records[Task(item["detector"], item["dataset"], item["seed"]).key] = item
+    return meta, records
+
+
+def write_records(path: Path, meta: dict[str, Any], records: Sequence[Record]) -> None:
+    """Write the run (``meta``, first line) and its ``records`` (one per line), atomically."""
+    lines = [json.dumps({"run": meta}, sort_keys=True)]
+    lines += [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in records]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def seed_cache(path: Path, cache: Path) -> None:
+    """Put the committed records of ``path`` into the local cache where it has none of its own."""
+    meta, records = read_records(path)
+    for key, record in records.items():
+        if record.get("cache_version") == CACHE_VERSION and not (cache / f"{key}.json").exists():
+            write_cached(cache, record)
+    speed = meta.get("graph_speed")
+    if speed and not graph_speed_path(cache, speed["dataset"], speed["seed"]).exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        write_json(graph_speed_path(cache, speed["dataset"], speed["seed"]), speed)
 
 
 def task_cost(task: Task, root: Path) -> float:
@@ -866,13 +917,13 @@ PACKAGES = ("numpy", "scikit-learn", "pyod", "torch", "onnxruntime-gpu", "onnxru
 
 
 def render_report(records: Sequence[Record], meta: dict[str, Any]) -> str:
-    """The markdown section for RESULTS.md (markers included)."""
+    """The markdown section for RESULTS.md (markers included) from the run's ``records`` and ``meta``."""
     rows = result_rows(records)
-    out = [MARK_START, "## Detection (novelty protocol, ../shared/datasets/README.md)", ""]
+    out = [MARK_START, "## Detection (novelty protocol, benchmarks/README.md)", ""]
     out += [
         f"- command: `{meta['command']}`",
-        f"- date: {meta['date']}; machine: {machine()}; jobs: {meta['jobs']}",
-        f"- packages: {versions(PACKAGES)}",
+        f"- date: {meta['date']}; machine: {meta['machine']}; jobs: {meta['jobs']}",
+        f"- packages: {meta['packages']}",
         f"- seeds: {meta['seeds']}; one thread per task; ROC-AUC/AP averaged over seeds, "
         "then over datasets; mean rank over the ranked detectors per dataset (1 = best); "
         "`detector[score]` rows are the lw models' single scores, not ranked",
@@ -955,10 +1006,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="folder holding adbench/ and mixed/ (default $LATENTWATCH_DATASETS "
         "or ../shared/datasets beside the repository)",
     )
-    p.add_argument("--cache", type=Path, default=REPO / "benchmarks" / ".cache" / "detection")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=REPO / "benchmarks" / ".cache" / "detection",
+        help="local, git-ignored: one JSON per task, so that an interrupted run resumes",
+    )
+    p.add_argument(
+        "--records",
+        type=Path,
+        default=RECORDS,
+        help="the run's records, one per line, which the report is rendered from (committed)",
+    )
     p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     p.add_argument("--refresh", action="store_true", help="recompute even cached tasks")
-    p.add_argument("--no-write", action="store_true", help="print the report only")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only render the report from --records (no training, no datasets; the other "
+        "selection options are ignored)",
+    )
+    p.add_argument("--no-write", action="store_true", help="print the report only (--records is left alone too)")
     return p.parse_args(argv)  # fmt: skip
 
 
@@ -991,10 +1059,25 @@ def plan(args: argparse.Namespace, root: Path) -> tuple[list[Task], list[Task]]:
     return tasks, pending
 
 
+def render_records(path: Path) -> str:
+    """The report of the run stored in ``path``, rendered again without running anything."""
+    meta, by_key = read_records(path)
+    if not meta:
+        msg = f"{path}: no run recorded"
+        raise SystemExit(msg)
+    tasks = run_tasks(meta)
+    records = [by_key[t.key] for t in tasks if t.key in by_key]
+    return render_report(records, meta | {"missing": len(tasks) - len(records)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 if any task failed."""
     args = parse_args(argv)
+    if args.render:
+        publish(render_records(args.records), args.results, MARK_START, MARK_END, write=not args.no_write)
+        return 0
     root = (args.data_root or default_data_root()).resolve()
+    seed_cache(args.records, args.cache)
     tasks, pending = plan(args, root)
     print(
         f"{len(tasks)} tasks, {len(pending)} to run on {args.jobs} process(es); data {root}",
@@ -1008,14 +1091,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "command": shlex.join(["python", "benchmarks/detection.py", *sys.argv[1:]]),
         "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "packages": versions(PACKAGES),
         "jobs": args.jobs,
         "seeds": ",".join(map(str, args.seeds)),
         "detectors": list(args.detectors),
-        "missing": len(tasks) - len(records),
+        "datasets": list(args.datasets),
         "graph_speed": speed,
     }
-    section = render_report(records, meta)
+    section = render_report(records, meta | {"missing": len(tasks) - len(records)})
     publish(section, args.results, MARK_START, MARK_END, write=not args.no_write)
+    if not args.no_write:
+        write_records(args.records, meta, records)
     return 1 if failures else 0
 
 

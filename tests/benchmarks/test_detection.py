@@ -168,3 +168,28 @@ def test_the_bars_say_which_the_default_meets(detection) -> None:
     fit = next(line for key, line in bars.items() if key.startswith("- fit seconds"))
     assert "(lw-vae, mean over 3 datasets, bar 60): 50.0: met." in fit
     assert fit.endswith("the 2 latentwatch detectors' fits average 90.0")
+
+
+def test_the_records_file_renders_its_run_again_and_seeds_the_cache(detection, tmp_path) -> None:
+    meta = {
+        "command": "python benchmarks/detection.py --detectors knn,iforest --datasets glass,wine --seeds 0",
+        "date": "2026-01-01", "machine": "2 cores", "packages": "numpy 2", "jobs": 1, "seeds": "0",
+        "detectors": ["knn", "iforest"], "datasets": ["glass", "wine"], "graph_speed": None,
+    }  # fmt: skip
+    base = {"seed": 0, "kind": "adbench", "fit_seconds": 0.1, "score_seconds": 0.01, "cache_version": 1}
+    records = [
+        base | {"detector": "knn", "dataset": "glass", "roc_auc": 0.9, "ap": 0.5},
+        base | {"detector": "knn", "dataset": "wine", "roc_auc": 0.8, "ap": 0.4},
+        base | {"detector": "iforest", "dataset": "glass", "roc_auc": 0.7, "ap": 0.3},
+    ]  # iforest on wine is missing
+    path = tmp_path / "records" / "detection.jsonl"
+    detection.write_records(path, meta, records)
+    assert len(path.read_text().splitlines()) == 1 + len(records)
+    text = detection.render_records(path)
+    assert text == detection.render_report(records, meta | {"missing": 1})
+    assert "- date: 2026-01-01; machine: 2 cores; jobs: 1" in text
+    assert "- **incomplete**: 1 task(s) missing or failed" in text
+    cache = tmp_path / "cache"
+    detection.seed_cache(path, cache)
+    assert detection.read_cached(cache, detection.Task("knn", "wine", 0)) == records[1]
+    assert detection.read_cached(cache, detection.Task("iforest", "wine", 0)) is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,14 +54,26 @@ def adamw_kernel(kernel: str) -> Iterator[None]:
         base.adamw = product
 
 
+def train_on_split(dataset: str, seed: int, root: Path) -> Any:
+    """Train the default on the protocol's normal training rows of ``dataset`` (one thread, seeded)."""
+    bench.limit_threads()
+    bench.ensure_repo_importable()
+    from training.pipeline import train_bundle
+
+    ds = bench.load_dataset(root, dataset)
+    train, _ = bench.split_indices(ds.y, seed)
+    frame = ds.frame.iloc[train].reset_index(drop=True)
+    bench.torch_setup(seed)
+    with tempfile.TemporaryDirectory(prefix="lw-fit-speed-") as tmp:
+        return train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False}, quiet=True)
+
+
 def timed_fit(dataset: str, seed: int, root: Path, kernel: str) -> dict[str, Any]:
     """Train the default on ``dataset``'s protocol split with ``kernel``; its seconds and losses."""
-    import score_probes
-
     bench.ensure_repo_importable()
     with adamw_kernel(kernel):
         start = time.perf_counter()
-        _, _, _, result = score_probes.train_on_split(dataset, seed, root, {"report": False})
+        result = train_on_split(dataset, seed, root)
         seconds = time.perf_counter() - start
     members = result.manifest.training["members"]
     return {

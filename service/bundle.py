@@ -1,6 +1,6 @@
 """The scoring bundle: ``model.onnx`` + ``manifest.json`` (+ ``report/``).
 
-This module owns the manifest schema (a contract, see ARCHITECTURE.md). ``training`` writes
+This module owns the manifest schema (a contract, see docs/architecture.md). ``training`` writes
 bundles through :func:`write_manifest`; the service and batch jobs read them through
 :func:`load_bundle`, which refuses a bundle whose manifest, digest or graph disagree.
 

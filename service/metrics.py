@@ -1,6 +1,6 @@
 """Every Prometheus metric of the service, defined once on an injected registry.
 
-The names, types and labels are a contract (ARCHITECTURE.md, "Metrics"): dashboards and
+The names, types and labels are a contract (docs/architecture.md, "Metrics"): dashboards and
 alert rules in ``deploy/`` read them. Times are in seconds. :class:`Metrics` owns them all,
 plus the process metrics (CPU, memory, file descriptors, GC) on the same registry, and
 serves them over HTTP (:meth:`Metrics.serve_http`).

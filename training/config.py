@@ -27,7 +27,7 @@ DECODERS = ("mlp", "bounded")
 # 170 rows each (5 members, on small tables, 102). With the bounded decoder, 768 rows scored
 # 19,450-21,500 rows/s on this kind of machine and 512 rows 23,000-24,000 (bar 20,000); the smaller
 # bank cost -0.0003 ROC-AUC on the 20 ADBench tables and gained +0.002 on the mixed ones
-# (benchmarks/detection-sessions.md, session 25).
+# (docs/decisions.md, "Bank of 512 rows").
 PRIOR_BANK_ROWS = 512
 # Floor of the step cap after warm-up, high enough that early stopping, not the cap, ends
 # training. With 5,000, 14 of 57 benchmark runs (8 of the 20 tables) were cut before the step
@@ -35,8 +35,8 @@ PRIOR_BANK_ROWS = 512
 MIN_CAP_STEPS = 20_000
 # Below this many normal rows the default cross-fits with 5 folds instead of 3, so that each
 # member learns from 80% of the rows rather than 67%: there the rows are what limits, and a
-# member fits in a few seconds. Measured on the benchmark's tables (benchmarks/detection-sessions.md,
-# session 10): the eight under 500 rows gained +0.005 ROC-AUC on average; letter, cardio and
+# member fits in a few seconds. Measured on the benchmark's tables (docs/decisions.md; variants
+# three-folds and ten-folds): the eight under 500 rows gained +0.005 ROC-AUC on average; letter, cardio and
 # Cardiotocography (900-1,000 rows) +0.001 ROC-AUC and -0.004 AP, for fits twice as long.
 SMALL_TABLE_ROWS = 500
 # Floor of the early-stopping patience, in steps after warm-up (the patience is at least 15

@@ -3,7 +3,7 @@
 Warm-up, patience and the step cap are counted in gradient steps, and early stopping only
 starts once warm-up has ended: while beta still grows the validation ELBO rises, and a
 patience counted from the start would stop before the objective is the ELBO (measured in
-``../shared/research``: small tables stopped after ~60 steps, nearly untrained).
+the ``epoch-schedule`` variant, docs/decisions.md: small tables stopped after ~60 steps, nearly untrained).
 
 Validation, early stopping and export use an exponential moving average of the weights
 (``ema_decay``, a horizon of about ``1 / (1 - ema_decay)`` steps), not the last step's

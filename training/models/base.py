@@ -50,7 +50,7 @@ def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
 
     On these small MLPs the optimizer's step is a quarter of a training step. The fused kernel
     does the same arithmetic as the foreach one up to float rounding (about 1e-7 after 200
-    steps) and makes whole fits 1.15-1.22x faster (benchmarks/fit_speed.py, session 12).
+    steps) and makes whole fits 1.15-1.22x faster (benchmarks/fit_speed.py).
     """
     return torch.optim.AdamW(params, fused=True, **options)
 

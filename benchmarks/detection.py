@@ -86,8 +86,8 @@ def _default_sizes(n_train: int) -> Any:
 def _fit_rows(n_train: int) -> int:
     """The rows each of the default's members trains on, of ``n_train`` protocol rows."""
     ensure_repo_importable()
+    from training.calibrate import fit_splits
     from training.config import make_settings
-    from training.pipeline import fit_splits
 
     return int(fit_splits(n_train, make_settings())[0][0].size)
 

@@ -84,12 +84,19 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--folds",
         type=int,
         help="cross-fit: train one model per fold on the other folds and score them as their mixture; each row "
-        "is calibrated by the model that never saw it (default 5 below 500 normal rows, else 3; costs K x the "
-        "fit; 1: one model, 20%% of the rows held out)",
+        "is calibrated by the model that never saw it (default 5 below 500 normal rows, 3 up to 20,000, else 1; "
+        "costs K x the fit; 1: one model, 20%% of the rows held out)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1)")
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        help="normal rows to read at most; a larger table is a seeded uniform sample, streamed from Parquet "
+        "(default 1,000,000)",
     )
     p.add_argument("--name", help="model name (default: the data file's name)")
     p.add_argument("--version", help="model version (default: a UTC timestamp)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(handler=_lazy("training.cli", "train_command", needs_torch=True))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from training.config import load_config_file, make_settings
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 def _split_names(values: list[str] | None) -> list[str]:
     return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -41,8 +46,11 @@ def train_command(args: argparse.Namespace) -> int:
         restarts=args.restarts,
         members=args.members,
         folds=args.folds,
+        threads=args.threads,
+        max_rows=args.max_rows,
     )
-    frame = read_table(args.data)
+    frame = read_table(args.data, max_rows=settings.max_rows, seed=settings.seed)
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped fit cleans up as after Ctrl-C
     result = train_bundle(
         frame,
         args.out,

@@ -44,6 +44,30 @@ SMALL_TABLE_ROWS = 500
 # batch and then fall again below its best; 300 steps ended such members while they were still
 # improving (Wilt lost 0.02 ROC-AUC on every seed; benchmarks/RESULTS.md, ``short-patience``).
 MIN_PATIENCE_STEPS = 1000
+# The step schedule above was measured on the detection benchmark, whose members train on at
+# most 16,000 rows (20,000 training rows, 80% of them with one model). Beyond this many fit
+# rows the schedule is counted in rows seen, so that a fit's length follows what the model
+# needs, not the table's size: an epoch counts as SCHEDULE_EPOCH_ROWS rows, and the batch grows
+# with the table up to MAX_BATCH rows, with the step floors shrunk in proportion (a batch four
+# times as large takes a quarter of the steps). Every fit then sees at most the rows that a
+# SCHEDULE_EPOCH_ROWS-row table's fit sees, about 5.4 million; more rows make each step's rows
+# fresher, not the fit longer (benchmarks/fit_scale.py).
+SCHEDULE_EPOCH_ROWS = 16_384
+MAX_BATCH = 1024
+# Early stopping scores a seeded sample of at most this many held-out rows (calibration scores
+# them all): a validation pass then costs the same at a million rows as at 8,000 (the benchmark
+# holds out at most 6,667).
+VALIDATION_ROWS = 8_192
+# Above this many normal rows the default trains one model (folds 1): a 20% hold-out then
+# calibrates with at least 4,000 rows, the rows no longer limit what a model learns, and one
+# model costs a third of three folds to fit and to score. The detection benchmark trains on at
+# most 20,000 rows, so its tables keep the folds they were measured with.
+LARGE_TABLE_ROWS = 20_000
+# Normal rows a fit reads at most; a larger table is a seeded uniform sample of this many rows,
+# streamed from Parquet (training/data.py, ``read_table``), so memory stays flat in the table's
+# size. A fit sees at most about 5.4 million rows (above), so a sample of a million rows loses
+# little, and its hold-out calibrates p-values down to 5e-6.
+MAX_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -53,7 +77,8 @@ class TrainSettings:
     model: str = "vae"  # vae | aae | ae | vaegan | hvae
     seed: int = 0  # seeds weights, splits, batches and the graph's fixed draws
     device: str = "auto"  # auto uses CUDA when present
-    threads: int = 1  # CPU threads for torch: these small MLPs train fastest on one
+    threads: int = 1  # CPU threads for torch: these small MLPs train fastest on one (benchmarks/fit_scale.py)
+    max_rows: int = MAX_ROWS  # normal rows read at most; a larger table is a seeded uniform sample
     # Architecture.
     hidden: int | None = None  # None: min(256, max(32, 2 * encoder inputs))
     depth: int = 2  # hidden layers in the encoder and in the decoder
@@ -70,7 +95,9 @@ class TrainSettings:
     denoise: float = 0.0  # AE only: std of Gaussian noise added to inputs while training
     free_bits: float = 0.0  # VAE only: nats of KL per latent dimension left free in training; scores stay the ELBO
     # Optimization.
-    batch_size: int | None = None  # None: min(256, max(32, train rows // 20))
+    batch_size: int | None = (
+        None  # None: min(256, max(32, train rows // 20)); above 16,384 rows up to rows // 64, at most 1,024
+    )
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     # Clip each optimizer step's gradient norm at this multiple of its typical size (a moving
@@ -140,7 +167,8 @@ def _check_ranges(s: TrainSettings) -> None:
         ("score", s.score in SCORES, f"one of {SCORES}"),
         ("prior", s.prior in PRIORS, f"one of {PRIORS}"),
         ("decoder", s.decoder in DECODERS, f"one of {DECODERS}"),
-        ("threads", s.threads >= 1, "at least 1"),
+        ("threads", 1 <= s.threads <= 256, "between 1 and 256"),
+        ("max_rows", s.max_rows >= 10, "at least 10"),
         ("depth", 1 <= s.depth <= 8, "between 1 and 8"),
         ("hidden", s.hidden is None or s.hidden >= 1, "at least 1"),
         ("latent_dim", s.latent_dim is None or s.latent_dim >= 1, "at least 1"),
@@ -235,22 +263,39 @@ class Resolved:
 
 
 def resolve(settings: TrainSettings, *, n_train: int, n_features: int, n_inputs: int) -> Resolved:
-    """Fill every ``None`` size from the data's shape (rows, features, encoder inputs)."""
-    batch = settings.batch_size or min(256, max(32, n_train // 20))
+    """Fill every ``None`` size from the data's shape (rows, features, encoder inputs).
+
+    Up to ``SCHEDULE_EPOCH_ROWS`` fit rows the schedule is counted in epochs and steps as the
+    detection benchmark measured it; beyond, in rows seen (see ``SCHEDULE_EPOCH_ROWS``).
+    """
+    batch = settings.batch_size or max(min(256, max(32, n_train // 20)), min(MAX_BATCH, n_train // 64))
     batch = max(1, min(batch, n_train))
-    steps_per_epoch = max(1, -(-n_train // batch))
+    steps_per_epoch = max(1, -(-min(n_train, SCHEDULE_EPOCH_ROWS) // batch))
+    per_step = min(1.0, 256 / batch)  # the step floors were set at 256-row batches
+
+    def floor(steps: int) -> int:
+        return max(1, round(steps * per_step))
+
     warmup = settings.warmup_steps
     if warmup is None:
-        warmup = max(500, 20 * steps_per_epoch)
+        warmup = max(floor(500), 20 * steps_per_epoch)
     if settings.model not in KL_MODELS:
         warmup = 0 if settings.warmup_steps is None else warmup
+    max_steps = settings.max_steps or warmup + max(floor(MIN_CAP_STEPS), 100 * steps_per_epoch)
+    if warmup and max_steps <= warmup:
+        msg = (
+            f"setting 'max_steps': {max_steps} steps end within the KL warm-up ({warmup} steps), so no step "
+            "would train on the ELBO and early stopping could never pick a model; raise max_steps above "
+            f"{warmup} or shorten warmup_steps"
+        )
+        raise ConfigError(msg)
     return Resolved(
         hidden=settings.hidden or min(256, max(32, 2 * n_inputs)),
         latent_dim=settings.latent_dim or max(2, min(32, n_features // 2)),
         batch_size=batch,
         warmup_steps=warmup,
-        patience_steps=settings.patience_steps or max(MIN_PATIENCE_STEPS, 15 * steps_per_epoch),
-        max_steps=settings.max_steps or warmup + max(MIN_CAP_STEPS, 100 * steps_per_epoch),
+        patience_steps=settings.patience_steps or max(floor(MIN_PATIENCE_STEPS), 15 * steps_per_epoch),
+        max_steps=max_steps,
         steps_per_epoch=steps_per_epoch,
         prior=resolve_prior(settings),
     )
@@ -260,7 +305,7 @@ def resolve_folds(settings: TrainSettings, n_rows: int) -> int:
     """The cross-fitting folds of a run on ``n_rows`` normal rows (``settings.folds`` when set)."""
     if settings.folds is not None:
         return settings.folds
-    if settings.members > 1:
+    if settings.members > 1 or n_rows > LARGE_TABLE_ROWS:
         return 1
     return 5 if n_rows < SMALL_TABLE_ROWS else 3
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from training.config import Resolved, TrainSettings
 from training.models import Autoencoder, Batch
+from training.progress import FitProgress
 
 EVAL_CHUNK = 4096
 
@@ -138,7 +138,7 @@ def fit(
     settings: TrainSettings,
     resolved: Resolved,
     *,
-    quiet: bool = False,
+    progress: FitProgress | None = None,
 ) -> FitResult:
     """Train ``model`` in place and load the (averaged) weights of the best validation step."""
     started = time.perf_counter()
@@ -149,13 +149,6 @@ def fit(
     average = moving_average(model, settings.ema_decay)
     validated = average.module if average is not None else model
     eval_every = max(resolved.steps_per_epoch, 25)
-    bar = tqdm(
-        total=resolved.max_steps,
-        disable=quiet,
-        desc=f"train {settings.model}",
-        unit="step",
-        leave=False,
-    )
     model.train()
     step, epoch = 0, 0
     while step < resolved.max_steps and not result.stopped_early:
@@ -167,7 +160,6 @@ def fit(
             step += 1
             if average is not None:
                 average.update()
-            bar.update(1)
             if step % eval_every == 0 or step >= resolved.max_steps:
                 val = mean_score(validated, validation, eps)
                 result.history.append(
@@ -179,16 +171,16 @@ def fit(
                         "val_loss": val,
                     }
                 )
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", val=f"{val:.3f}", beta=f"{beta:.2f}")
                 if step >= resolved.warmup_steps and val < result.best_val:
                     result.best_val, result.best_step, since_best = val, step, 0
                     best_state = copy.deepcopy(validated.state_dict())
                 elif step >= resolved.warmup_steps:
                     since_best += eval_every
                     result.stopped_early = since_best >= resolved.patience_steps
+                if progress is not None:
+                    progress.step(eval_every if step % eval_every == 0 else step % eval_every, val=val, beta=beta)
             if step >= resolved.max_steps or result.stopped_early:
                 break
-    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -27,7 +27,6 @@ import torch
 from service.bundle import (
     MANIFEST_FILE,
     ONNX_FILE,
-    ROW_SCORES,
     SCORE_DESCRIPTIONS,
     Calibration,
     Feature,
@@ -38,7 +37,14 @@ from service.bundle import (
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
-from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings, make_settings, resolve, resolve_folds
+from training.calibrate import calibration_rows, fit_splits, out_of_fold_scores, run_graph, validation_rows
+from training.config import (
+    Resolved,
+    TrainSettings,
+    make_settings,
+    resolve,
+    resolve_folds,
+)
 from training.export import (
     PARITY_RTOL,
     ScoringGraph,
@@ -50,17 +56,14 @@ from training.export import (
     torch_outputs,
 )
 from training.generative import add_decoder, write_fidelity_report
-from training.loop import FitResult, fit
-from training.models import Architecture, Autoencoder, Batch, Ensemble, build_model
+from training.loop import FitResult
+from training.members import FitJob, fit_members
+from training.memory import check_memory
+from training.models import Architecture, Batch
 from training.preprocess import Preprocessor, fit_features
+from training.progress import FitProgress
 
 log = logging.getLogger(__name__)
-# Restart k of a run seeded s uses seed s + k * RESTART_SEED_STRIDE (a prime: far from s + 1, s + 2...),
-# member m seed s + m * MEMBER_SEED_STRIDE (another prime, so that no member repeats a restart).
-RESTART_SEED_STRIDE = 7919
-MEMBER_SEED_STRIDE = 104_729
-# Repeat r of a cross-fitting partitions the rows with seed s + r * REPEAT_SEED_STRIDE (a third prime).
-REPEAT_SEED_STRIDE = 1_299_709
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ def train_bundle(
     """
     started = time.perf_counter()
     settings = settings or make_settings(overrides, model=model, seed=seed)
+    frame = data_mod.sample_frame(frame, settings.max_rows, settings.seed)
     plan = data_mod.plan_columns(
         frame,
         source=source,
@@ -212,6 +216,7 @@ def train_bundle(
         msg = f"{source}: every feature column holds one value in the training rows; there is nothing to learn"
         raise DataError(msg)
     x_normal = encode_frame(normal, feature_list, source=source).x
+    check_memory(len(x_normal), Preprocessor(feature_list).n_inputs, len(feature_list), settings, len(splits))
     staging = _prepare_output(Path(out))
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
@@ -271,39 +276,88 @@ def _train_and_write(
     )
     eps = torch.randn(settings.draws, resolved.latent_dim, generator=torch.Generator().manual_seed(settings.seed))
     jobs = [
-        _FitJob(
+        FitJob(
             arch,
             resolved,
             _to_batch(pre, x_normal[rows], device),
-            _to_batch(pre, x_normal[held], device),
+            _to_batch(pre, x_normal[validation_rows(held, settings.seed)], device),
             eps,
             device,
-            quiet,
         )
         for rows, held in splits
     ]
-    net, fit_result, members = _fit_members(settings, jobs)
+    progress = FitProgress(quiet=quiet)
+    try:
+        net, fit_result, members = fit_members(settings, jobs, progress)
+        progress.stage("exporting")
+        graph = ScoringGraph(pre, net.cpu(), eps).eval()
+        onnx_path = staging / ONNX_FILE
+        export_onnx(graph, len(features), onnx_path)
+        import onnxruntime as ort
 
-    graph = ScoringGraph(pre, net.cpu(), eps).eval()
-    onnx_path = staging / ONNX_FILE
-    export_onnx(graph, len(features), onnx_path)
-    import onnxruntime as ort
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        parity = _check_parity(
+            graph,
+            session,
+            np.concatenate([x_normal[holdout_idx][:512], _random_rows(features, 256, settings.seed)]),
+            features,
+        )
+        progress.stage("calibrating")
+        held = run_graph(session, x_normal[holdout_idx])
+        if settings.folds > 1:
+            held.update(out_of_fold_scores(graph, x_normal, splits, holdout_idx))
+        manifest = _manifest(
+            settings,
+            plan,
+            resolved,
+            features,
+            source,
+            _FitSummary(fit_result, members, len(train_idx), parity, device),
+            held,
+            onnx_path,
+            getattr(net, "extra_outputs", {}),
+        )
+        progress.stage("checking the generative model")
+        manifest, synthetic = add_decoder(
+            staging, pre, net, manifest, held["latent"][:512], x_normal[train_idx], settings.seed
+        )
+        write_manifest(staging, manifest)
+        if settings.report:
+            progress.stage("writing the report")
+            _write_report(staging, session, manifest, fit_result, held, anomalies)
+            write_fidelity_report(staging / "report", synthetic, manifest.features)
+    finally:
+        progress.close()
+    return manifest, fit_result, graph
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    parity = _check_parity(
-        graph,
-        session,
-        np.concatenate([x_normal[holdout_idx][:512], _random_rows(features, 256, settings.seed)]),
-        features,
-    )
+
+@dataclass(frozen=True)
+class _FitSummary:
+    result: FitResult
+    members: list[dict[str, Any]]
+    n_train: int
+    parity: float
+    device: torch.device
+
+
+def _manifest(
+    settings: TrainSettings,
+    plan: data_mod.ColumnPlan,
+    resolved: Resolved,
+    features: tuple[Feature, ...],
+    source: str,
+    fit: _FitSummary,
+    held: dict[str, np.ndarray],
+    onnx_path: Path,
+    extra_scores: dict[str, str],
+) -> Manifest:
+    """The bundle's manifest before the decoder's checks are added (``add_decoder``).
+
+    ``held`` are the graph's outputs on the calibration rows (out-of-fold when cross-fitted).
+    """
     primary = "neg_elbo" if settings.score == "auto" else settings.score
-    held = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, {"x": x_normal[holdout_idx]}), strict=True)
-    )
-    if settings.folds > 1:
-        held.update(_out_of_fold_scores(graph, x_normal, splits, holdout_idx))
     holdout_scores = held[primary]
-    manifest = Manifest(
+    return Manifest(
         name=settings.name or _default_name(source),
         version=settings.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
         model_type=settings.model,
@@ -320,23 +374,15 @@ def _train_and_write(
             "value adds off_value_nats = log(n + 2) to neg_elbo (rule of succession), a missing one nothing",
         },
         training={
-            **_training_summary(settings, resolved, fit_result, len(train_idx), len(holdout_idx), parity, source),
-            "trained_on": trained_on(device),
-            "restarts": members[0]["restarts"],
-            "members": members,
+            **_training_summary(settings, resolved, fit.result, fit.n_train, len(holdout_scores), fit.parity, source),
+            "trained_on": trained_on(fit.device),
+            "restarts": fit.members[0]["restarts"],
+            "members": fit.members,
         },
-        scores={**SCORE_DESCRIPTIONS, **getattr(net, "extra_outputs", {})},
+        scores={**SCORE_DESCRIPTIONS, **extra_scores},
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latentwatch_version=_version(),
     )
-    manifest, synthetic = add_decoder(
-        staging, pre, net, manifest, held["latent"][:512], x_normal[train_idx], settings.seed
-    )
-    write_manifest(staging, manifest)
-    if settings.report:
-        _write_report(staging, session, manifest, fit_result, held, anomalies)
-        write_fidelity_report(staging / "report", synthetic, manifest.features)
-    return manifest, fit_result, graph
 
 
 def _default_name(source: str) -> str:
@@ -351,156 +397,6 @@ def _version() -> str:
         return version("latentwatch")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-@dataclass(frozen=True)
-class _FitJob:
-    """What every member and restart of one run is fitted with: the same rows, draws and sizes."""
-
-    arch: Architecture
-    resolved: Resolved
-    train: Batch
-    holdout: Batch
-    eps: torch.Tensor
-    device: torch.device
-    quiet: bool
-
-
-def fit_splits(n_rows: int, settings: TrainSettings) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (fit rows, held-out rows) of each distinct fit: one split, or one per fold and repeat.
-
-    With ``folds`` K >= 2, fit k holds out fold k and trains on the other K - 1, so every
-    normal row is held out by exactly one member of each of the ``repeats`` partitions (repeat
-    r shuffles the rows with seed ``seed + r * REPEAT_SEED_STRIDE``; repeat 0 is the plain one).
-    """
-    count = resolve_folds(settings, n_rows)
-    if count == 1:
-        return [data_mod.split_rows(n_rows, settings.validation_fraction, settings.seed)]
-    splits = []
-    for r in range(settings.repeats):
-        folds = data_mod.fold_rows(n_rows, count, settings.seed + r * REPEAT_SEED_STRIDE)
-        splits += [(np.setdiff1d(np.arange(n_rows), fold), fold) for fold in folds]
-    return splits
-
-
-def calibration_rows(splits: list[tuple[np.ndarray, np.ndarray]], folds: int) -> np.ndarray:
-    """The held-out rows that calibrate the p-values, each once: the first partition's folds in turn."""
-    return np.concatenate([held for _, held in splits[: max(1, folds)]])
-
-
-def _out_of_fold_scores(
-    graph: ScoringGraph, x_normal: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Each of ``rows`` scored by the mixture of the members that never saw it (one per repeat).
-
-    Their primary score calibrates the mixture's p-values, and the report shows their scores as
-    the held-out rows'. A new row is scored by every member, and the mixture's negative ELBO is
-    at most the mean of the members' (Jensen), so a normal row's mixture score tends to fall
-    below that of the few members that never saw it: the p-values err on the safe side.
-    """
-    members = graph.model.members
-    unseen = np.zeros((len(rows), len(members)), dtype=bool)
-    position = np.full(len(x_normal), -1)
-    position[rows] = np.arange(len(rows))
-    for k, (_, held) in enumerate(splits):
-        unseen[position[held], k] = True
-    scores = {name: np.empty(len(rows), dtype=np.float32) for name in ROW_SCORES}
-    for pattern in np.unique(unseen, axis=0):
-        where = np.flatnonzero((unseen == pattern).all(axis=1))
-        chosen = [members[k] for k in np.flatnonzero(pattern)]
-        model = chosen[0] if len(chosen) == 1 else Ensemble(chosen)
-        part = torch_outputs(ScoringGraph(graph.preprocessor, model, graph.eps), x_normal[rows[where]])
-        for name in ROW_SCORES:
-            scores[name][where] = part[name]
-    return scores
-
-
-def _fit_members(
-    settings: TrainSettings, jobs: list[_FitJob]
-) -> tuple[Autoencoder | Ensemble, FitResult, list[dict[str, Any]]]:
-    """Fit the run's members with the same draws, each the best of its restarts.
-
-    With one job, ``settings.members`` members share its rows; with one job per fold, each fold
-    has one member. Member 0 is the run's own seed, so a one-member run is the single model it
-    always was. The defensive prior's bank of ``PRIOR_BANK_ROWS`` fit rows is shared out among
-    the members, so that the graph's mixture costs the same whatever their number.
-
-    Returns:
-        The model (one member, or their ``Ensemble``), member 0's fit with every member's
-        seconds added, and for the manifest each member's seed, best validation loss and steps.
-    """
-    nets: list[Autoencoder] = []
-    fits: list[FitResult] = []
-    summaries: list[dict[str, Any]] = []
-    count = len(jobs) if len(jobs) > 1 else settings.members
-    for m in range(count):
-        job = jobs[m % len(jobs)]
-        member_settings = settings
-        if m:
-            member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
-            torch.manual_seed(member_settings.seed)
-        net, result, restarts = _fit_best_of_restarts(member_settings, job)
-        if job.resolved.prior == "defensive":
-            _set_defensive_prior(net, job.train, member_settings.seed, PRIOR_BANK_ROWS // count)
-        nets.append(net)
-        fits.append(result)
-        summaries.append(
-            {
-                "seed": member_settings.seed,
-                "best_validation_loss": result.best_val,
-                "steps": result.steps,
-                "best_step": result.best_step,
-                "clipped_steps": result.clipped_steps,
-                "restarts": restarts,
-            }
-        )
-    combined = dataclasses.replace(fits[0], seconds=sum(f.seconds for f in fits))
-    return (nets[0] if len(nets) == 1 else Ensemble(nets)), combined, summaries
-
-
-def _fit_best_of_restarts(settings: TrainSettings, job: _FitJob) -> tuple[Autoencoder, FitResult, dict[str, Any]]:
-    """Fit ``settings.restarts`` models on the same rows and draws; keep the best validation loss.
-
-    Restart 0 is the plain run. Restart ``k`` changes only the weights' initialization and the
-    batch order (seed ``seed + k * RESTART_SEED_STRIDE``): on small or oddly shaped tables one
-    initialization can land in a much worse optimum than another, and the validation loss of
-    the held-out normal rows tells them apart without labels.
-
-    Returns:
-        The kept model (in eval mode), its fit, and for the manifest every restart's best
-        validation loss and the index of the kept one.
-    """
-    best: tuple[Autoencoder, FitResult, int] | None = None
-    losses: list[float] = []
-    for k in range(settings.restarts):
-        run_settings = settings
-        if k:
-            run_settings = dataclasses.replace(settings, seed=settings.seed + k * RESTART_SEED_STRIDE)
-            torch.manual_seed(run_settings.seed)
-        net = build_model(settings.model, job.arch, denoise=settings.denoise, free_bits=settings.free_bits)
-        net = net.to(job.device)
-        result = fit(net, job.train, job.holdout, job.eps.to(job.device), run_settings, job.resolved, quiet=job.quiet)
-        losses.append(result.best_val)
-        if best is None or result.best_val < best[1].best_val:
-            best = (net, result, k)
-    assert best is not None  # restarts >= 1
-    net, result, kept = best
-    return net, result, {"validation_losses": losses, "kept": kept}
-
-
-@torch.no_grad()
-def _set_defensive_prior(net: Autoencoder, train: Batch, seed: int, bank_rows: int) -> None:
-    """Give the trained VAE its scoring prior from a seeded sample of ``bank_rows`` fit rows' posteriors.
-
-    Only fit rows enter the bank: the held-out rows that calibrate the p-values must be scored
-    like any new row, not against a prior that holds their own posteriors.
-    """
-    rows = np.arange(len(train))
-    if len(rows) > bank_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, bank_rows, replace=False))
-    net.eval()
-    mu, log_var = net.encode(train.enc_in[torch.from_numpy(rows).to(train.enc_in.device)])
-    net.use_defensive_prior(mu, log_var)
 
 
 def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_sizes_scale_with_the_data() -> None:
     small = resolve(TrainSettings(), n_train=100, n_features=7, n_inputs=7)
     large = resolve(TrainSettings(), n_train=100_000, n_features=100, n_inputs=120)
     assert (small.batch_size, small.hidden, small.latent_dim) == (32, 32, 3)
-    assert (large.batch_size, large.hidden, large.latent_dim) == (256, 240, 32)
+    assert (large.batch_size, large.hidden, large.latent_dim) == (1024, 240, 32)
     assert small.warmup_steps >= 500
     assert small.patience_steps >= 300
     assert small.max_steps >= small.warmup_steps + 20_000
@@ -75,10 +75,10 @@ def test_the_scoring_prior_is_defensive_for_the_vae_by_default(model: str, prior
     assert resolve(settings, n_train=100, n_features=7, n_inputs=7).prior == resolved
 
 
-def test_five_folds_below_500_normal_rows_three_above() -> None:
+def test_five_folds_below_500_normal_rows_three_up_to_20000_then_one_model() -> None:
     default = make_settings({})
     assert default.members == 1
-    assert [resolve_folds(default, rows) for rows in (10, 499, 500, 1_000_000)] == [5, 5, 3, 3]
+    assert [resolve_folds(default, rows) for rows in (10, 499, 500, 20_000, 20_001)] == [5, 5, 3, 3, 1]
     assert resolve_folds(make_settings({"folds": 2}), 100) == 2
 
 
@@ -86,3 +86,32 @@ def test_members_share_one_split_unless_folds_are_asked_for() -> None:
     members = make_settings({"model": "hvae"}, members=3)
     assert (members.members, resolve_folds(members, 100)) == (3, 1)
     assert make_settings({"model": "hvae", "folds": 1}, members=3).members == 3
+
+
+def _measured_schedule(n_train: int) -> tuple[int, int, int, int]:
+    """The schedule as the detection benchmark measured it, counted in epochs of every fit row."""
+    batch = min(256, max(32, n_train // 20), n_train)
+    per_epoch = -(-n_train // batch)
+    warmup = max(500, 20 * per_epoch)
+    return batch, warmup, max(1000, 15 * per_epoch), warmup + max(20_000, 100 * per_epoch)
+
+
+@pytest.mark.parametrize("n_train", [10, 100, 640, 5_119, 5_120, 13_333, 16_000, 16_384])
+def test_up_to_16384_fit_rows_the_schedule_is_the_measured_one(n_train: int) -> None:
+    sizes = resolve(TrainSettings(), n_train=n_train, n_features=7, n_inputs=7)
+    assert (sizes.batch_size, sizes.warmup_steps, sizes.patience_steps, sizes.max_steps) == _measured_schedule(n_train)
+
+
+def test_beyond_16384_fit_rows_the_schedule_is_counted_in_rows_seen() -> None:
+    sizes = {n: resolve(TrainSettings(), n_train=n, n_features=7, n_inputs=7) for n in (16_384, 65_536, 2_000_000)}
+    assert [sizes[n].batch_size for n in sizes] == [256, 1024, 1024]
+    rows_seen = {n: sizes[n].max_steps * sizes[n].batch_size for n in sizes}
+    assert rows_seen[2_000_000] == rows_seen[65_536] <= rows_seen[16_384]  # flat in the table's size
+    assert sizes[2_000_000].max_steps == 320 + 5_000  # 20 epochs of 16 batches' warm-up, then the scaled floor
+    assert sizes[2_000_000].patience_steps == 250
+
+
+def test_a_step_cap_within_the_warm_up_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match=r"'max_steps': 400 steps end within the KL warm-up \(500 steps\)"):
+        resolve(make_settings({"max_steps": 400}), n_train=100, n_features=7, n_inputs=7)
+    assert resolve(make_settings({"model": "ae", "max_steps": 400}), n_train=100, n_features=7, n_inputs=7)

@@ -13,8 +13,9 @@ from service.features import encode_frame
 from tests.training.tables import mixed_table
 from training.config import PRIOR_BANK_ROWS
 from training.export import torch_outputs
+from training.members import MEMBER_SEED_STRIDE
 from training.models import VAE, Architecture, Batch, Ensemble
-from training.pipeline import MEMBER_SEED_STRIDE, train_bundle
+from training.pipeline import train_bundle
 
 ARCH = Architecture(
     n_inputs=3, n_numeric=3, group_sizes=(), feature_order=(0, 1, 2), hidden=8, depth=1, latent_dim=2, min_scale=0.01
@@ -133,9 +134,9 @@ def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path
 def test_repeated_folds_calibrate_each_row_by_the_mixture_of_the_members_that_never_saw_it(
     tmp_path: Path, quick: dict
 ) -> None:
+    from training.calibrate import fit_splits
     from training.config import make_settings
     from training.export import ScoringGraph
-    from training.pipeline import fit_splits
 
     frame = mixed_table(300)
     overrides = {**quick, "folds": 2, "repeats": 2}

@@ -69,17 +69,20 @@ QUOTE_ITEMS = 8
 
 
 def quote(value: object, limit: int = QUOTE_CHARS) -> str:
-    """``repr`` of a client string, cut to ``limit`` characters with an ellipsis and its length.
+    """``repr`` of a client string (or value), cut to ``limit`` characters with an ellipsis
+    and its length; control characters come out escaped, so a log line stays one line.
 
     >>> quote("north")
     "'north'"
     >>> quote("x" * 100, limit=4)
     "'xxxx'… (100 characters)"
     """
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}… ({len(text)} characters)"
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 def quote_list(values: object, limit: int = QUOTE_ITEMS) -> str:

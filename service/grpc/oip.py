@@ -163,7 +163,10 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         names = [o.name for o in request.outputs]
         unknown = [n for n in names if n not in convert.OUTPUT_DATATYPES]
         if unknown:
-            msg = f"model {request.model_name!r}: unknown output(s) {unknown}; outputs are {list(OUTPUT_ORDER)}"
+            msg = (
+                f"model {quote(request.model_name)}: unknown output(s) {quote_list(unknown)}; "
+                f"outputs are {list(OUTPUT_ORDER)}"
+            )
             raise InvalidInput(msg)
         return names
 
@@ -172,13 +175,13 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         if "alpha" not in request.parameters:
             return None
         value = convert.parameter_value(request.parameters["alpha"])
+        shown = quote(value) if isinstance(value, str) else repr(value)
+        msg = f"parameter alpha must be a number between 0 and 1, got {shown}"
         if isinstance(value, bool) or value is None:
-            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
             raise InvalidInput(msg)
         try:
             return float(value)
         except ValueError:
-            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
             raise InvalidInput(msg) from None
 
 

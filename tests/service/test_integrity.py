@@ -186,3 +186,20 @@ def test_a_calibration_too_small_for_its_alpha_loads_with_a_warning(make_bundle,
 def test_a_bad_calibration_cannot_be_written(make_bundle, scores: list[float], says: str) -> None:
     with pytest.raises(BundleError, match=rf"manifest\.json: .*{re.escape(says)}"):
         make_bundle(scores=scores)
+
+
+def test_sign_records_an_old_bundle_as_it_is(bundle_dir: Path, capsys, caplog) -> None:
+    from service.cli import main
+
+    edit_manifest(bundle_dir, lambda data, bundle: data.pop(INTEGRITY_KEY))
+    assert main(["sign", str(bundle_dir)]) == 0
+    assert "integrity record written" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.bundle"):
+        assert load_bundle(bundle_dir).manifest.integrity is not None
+    assert not caplog.records
+    assert main(["sign", str(bundle_dir)]) == 0
+    assert "already has an integrity record" in capsys.readouterr().out
+    edit_manifest(bundle_dir, alpha)
+    assert main(["sign", str(bundle_dir)]) == 2
+    assert "'calibration' changed" in capsys.readouterr().err

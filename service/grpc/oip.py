@@ -20,6 +20,7 @@ from service.bundle import INPUT_NAME
 from service.dataplane import SERVER_NAME, DataPlane, check_column_names, max_columns, off_loop, server_version
 from service.errors import InvalidInput, quote, quote_list
 from service.grpc import convert
+from service.grpc.oip_inputs import InputSpec, oip_decode, oip_specs
 from service.registry import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"
@@ -90,7 +91,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 response.raw_output_contents.append(data)
         return response
 
-    def _check_inputs(self, model: LoadedModel, request: pb.ModelInferRequest) -> list[convert.InputSpec]:
+    def _check_inputs(self, model: LoadedModel, request: pb.ModelInferRequest) -> list[InputSpec]:
         """Every input's name, shape, datatype and size against the model, before decoding any."""
         name = quote(model.name)
         manifest = model.manifest
@@ -105,7 +106,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 f"input per feature, {manifest.n_features} features {quote_list(manifest.feature_names)}"
             )
             raise InvalidInput(msg)
-        specs = convert.oip_specs(request, max_rows=self._dp.max_request_rows, max_columns=manifest.n_features)
+        specs = oip_specs(request, max_rows=self._dp.max_request_rows, max_columns=manifest.n_features)
         names = [s.name for s in specs]
         if INPUT_NAME in names:
             if len(specs) > 1:
@@ -129,7 +130,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         self._dp.check_row_count(model.name, specs[0].rows)
         return specs
 
-    def _check_packed(self, model: LoadedModel, spec: convert.InputSpec) -> None:
+    def _check_packed(self, model: LoadedModel, spec: InputSpec) -> None:
         if spec.datatype != "FP32":
             msg = f"model {quote(model.name)}: input 'x' must be FP32, got {spec.datatype}"
             raise InvalidInput(msg)
@@ -142,9 +143,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidInput(msg)
         self._dp.check_row_count(model.name, spec.rows)
 
-    def _rows(self, model: LoadedModel, request: pb.ModelInferRequest, specs: list[convert.InputSpec]) -> np.ndarray:
+    def _rows(self, model: LoadedModel, request: pb.ModelInferRequest, specs: list[InputSpec]) -> np.ndarray:
         """Checked inputs -> ``x``: the packed input, or one column per feature."""
-        inputs = convert.oip_decode(request, specs)
+        inputs = oip_decode(request, specs)
         if INPUT_NAME in inputs:
             return inputs[INPUT_NAME]
         columns = {}

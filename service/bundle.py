@@ -13,15 +13,23 @@ missing or unseen). Scaling, imputation and one-hot encoding happen inside the g
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import logging
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service import integrity
 from service.errors import BundleError
+from service.integrity import INTEGRITY_KEY, file_sha256
+
+__all__ = ["file_sha256"]  # re-exported: training hashes its graphs with it
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -137,6 +145,9 @@ class Manifest:
     created_at: str = ""
     latentwatch_version: str = ""
     decoder_sha256: str | None = None  # digest of decoder.onnx; None: the bundle has no decoder
+    # Digests of every other file and of each field (see service.integrity); write_manifest
+    # fills it in, None until then (and in manifests written before it existed).
+    integrity: dict[str, Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -189,20 +200,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(msg)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Write ``manifest.json`` atomically (temporary file, then rename)."""
+    """Write ``manifest.json`` atomically (temporary file, then rename), with its integrity
+    record: the digests of every file already in ``directory`` and of each manifest field.
+
+    Write the bundle's other files first; files written after it (``report/``) are not covered.
+
+    Raises:
+        BundleError: the manifest would not load (say, a calibration with NaN or out of order).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    _check_manifest(manifest, str(directory / MANIFEST_FILE))
+    data = json.loads(manifest.to_json())
+    data.pop(INTEGRITY_KEY, None)
+    data[INTEGRITY_KEY] = integrity.record(directory, data, MANIFEST_FILE)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
     with os.fdopen(fd, "w") as stream:
-        stream.write(manifest.to_json())
+        stream.write(json.dumps(data, indent=2))
     Path(tmp).replace(directory / MANIFEST_FILE)
 
 
@@ -240,9 +254,7 @@ def _check_manifest(manifest: Manifest, source: str) -> None:
     if not 0.0 < manifest.calibration.alpha < 1.0:
         msg = f"{source}: alpha {manifest.calibration.alpha} is not between 0 and 1"
         raise BundleError(msg)
-    if manifest.calibration.n == 0:
-        msg = f"{source}: the calibration holds no scores"
-        raise BundleError(msg)
+    _check_calibration(manifest.calibration, source)
     for feature in manifest.features:
         if feature.kind not in ("numeric", "categorical"):
             msg = f"{source}: feature {feature.name!r} has unknown kind {feature.kind!r}"
@@ -255,8 +267,45 @@ def _check_manifest(manifest: Manifest, source: str) -> None:
             raise BundleError(msg)
 
 
+def _check_calibration(calibration: Calibration, source: str) -> None:
+    """Calibration scores: some, every one finite, in ascending order; enough for alpha, or a warning."""
+    scores = calibration.scores
+    if not scores:
+        msg = f"{source}: calibration.scores is empty; the calibration holds no scores"
+        raise BundleError(msg)
+    bad = next((i for i, score in enumerate(scores) if not math.isfinite(score)), None)
+    if bad is not None:
+        msg = f"{source}: calibration.scores[{bad}] is {scores[bad]}; every calibration score must be a finite number"
+        raise BundleError(msg)
+    step = next((i for i in range(1, len(scores)) if scores[i] < scores[i - 1]), None)
+    if step is not None:
+        msg = (
+            f"{source}: calibration.scores are not in ascending order "
+            f"(position {step - 1} holds {scores[step - 1]}, position {step} holds {scores[step]})"
+        )
+        raise BundleError(msg)
+    n, alpha = calibration.n, calibration.alpha
+    if 1.0 / (n + 1.0) >= alpha:
+        need = math.floor(1.0 / alpha)
+        need += 1.0 / (need + 1.0) >= alpha
+        logger.warning(
+            "%s: calibration.scores holds %d scores, too few for alpha %g: the smallest p-value is 1/(n + 1) = %.3g, "
+            "so no row is flagged at that alpha (it takes at least %d scores; a request may still ask for a larger "
+            "alpha)",
+            source,
+            n,
+            alpha,
+            1.0 / (n + 1.0),
+            need,
+        )
+
+
 def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
-    """Read and verify a bundle directory (manifest schema and the ONNX file's digest).
+    """Read and verify a bundle directory: the manifest's schema and calibration, the graphs'
+    digests, and the integrity record over every file and field (:mod:`service.integrity`).
+
+    A manifest without an integrity record (written before records existed) loads with a
+    warning: its graphs' digests are checked, its fields cannot be.
 
     Raises:
         BundleError: naming the file and what disagrees.
@@ -281,18 +330,32 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
         raise BundleError(msg)
     manifest = manifest_from_dict(data, str(manifest_path))
     _check_manifest(manifest, str(manifest_path))
-    digest = file_sha256(onnx_path)
+    digests: dict[Path, str] = {}
+
+    def digest_of(file: Path) -> str:
+        if file not in digests:
+            digests[file] = file_sha256(file)
+        return digests[file]
+
+    digest = digest_of(onnx_path)
     if digest != manifest.onnx_sha256:
         msg = (
             f"{onnx_path}: sha256 {digest[:12]}... does not match the manifest's "
             f"{manifest.onnx_sha256[:12]}...; the graph was changed or replaced"
         )
         raise BundleError(msg)
-    _check_decoder_digest(path, manifest)
+    _check_decoder_digest(path, manifest, digest_of)
+    if not integrity.check(path, data, str(manifest_path), digest_of):
+        logger.warning(
+            "%s has no integrity record (written before latentwatch recorded one): its graphs' digests were checked, "
+            "its fields were not; retrain the bundle, or run `latentwatch sign %s` to record them as they are",
+            manifest_path,
+            path,
+        )
     return Bundle(path=path, manifest=manifest)
 
 
-def _check_decoder_digest(path: Path, manifest: Manifest) -> None:
+def _check_decoder_digest(path: Path, manifest: Manifest, digest_of: Callable[[Path], str]) -> None:
     """A manifest that records ``decoder.onnx`` needs the file, with that digest."""
     if manifest.decoder_sha256 is None:
         return
@@ -300,7 +363,7 @@ def _check_decoder_digest(path: Path, manifest: Manifest) -> None:
     if not decoder_path.is_file():
         msg = f"{path}: the manifest records {DECODER_FILE}, but the file is missing"
         raise BundleError(msg)
-    digest = file_sha256(decoder_path)
+    digest = digest_of(decoder_path)
     if digest != manifest.decoder_sha256:
         msg = (
             f"{decoder_path}: sha256 {digest[:12]}... does not match the manifest's "

@@ -122,6 +122,25 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sign(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("sign", help="add an integrity record to a bundle written before latentwatch recorded one")
+    p.add_argument("bundle", help="bundle folder")
+    p.set_defaults(handler=_sign)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """Record the digests of a bundle as it is now; its graphs' digests must still match."""
+    from service.bundle import MANIFEST_FILE, load_bundle, write_manifest
+
+    bundle = load_bundle(args.bundle)  # refuses one whose record or graph digests disagree
+    if bundle.manifest.integrity is not None:
+        print(f"{bundle.path / MANIFEST_FILE} already has an integrity record, and it matches")
+        return 0
+    write_manifest(bundle.path, bundle.manifest)
+    print(f"{bundle.path / MANIFEST_FILE}: integrity record written")
+    return 0
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="the quick start: train, evaluate and score the embedded sample")
     p.add_argument("--out", default="demo-output", help="folder for the sample data and bundle")
@@ -171,7 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_evaluate, _add_info, _add_demo, _add_sample, _add_interpolate, _add_score, _add_serve):
+    for add in (
+        _add_train,
+        _add_evaluate,
+        _add_info,
+        _add_sign,
+        _add_demo,
+        _add_sample,
+        _add_interpolate,
+        _add_score,
+        _add_serve,
+    ):
         add(commands)
     return parser
 

@@ -9,24 +9,40 @@ model's micro-batcher (which runs :func:`scoring_function`: the graph plus the c
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import difflib
 import importlib.metadata
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from service import calibration
 from service.bundle import OUTPUT_NAMES, Manifest
-from service.errors import InvalidInput, ModelNotFound
+from service.errors import QUOTE_CHARS, QUOTE_ITEMS, InvalidInput, ModelNotFound, quote, quote_list
 from service.features import encode_frame
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
 from service.scorer import Scorer, Scores, resolve_alpha
 
 SERVER_NAME = "latentwatch"
+# Decoding a request of more elements than this runs in a worker thread, off the event loop
+# (below it, the thread hand-off costs more than the work).
+OFF_LOOP_ELEMENTS = 4096
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], /, *args: Any, elements: int) -> T:
+    """``fn(*args)``: in a worker thread when ``elements`` (the work's size) is large, so that
+    decoding one big request never holds the event loop, and every other call, waiting."""
+    if elements <= OFF_LOOP_ELEMENTS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
 
 
 def server_version() -> str:
@@ -246,26 +262,36 @@ def scoring_function(
     return run
 
 
+def max_columns(n_features: int) -> int:
+    """Most inputs or columns one request may carry: every feature, plus room for a few
+    mistaken names that the error then lists; more is refused from the count alone."""
+    return 2 * n_features + 16
+
+
 def check_column_names(model: str, names: Sequence[str], manifest: Manifest) -> None:
     """Refuse duplicate, unknown or missing columns, suggesting close feature names.
 
     Raises:
-        InvalidInput: listing every problem at once.
+        InvalidInput: listing every problem at once (the first few names of each kind).
     """
     expected = manifest.feature_names
-    duplicates = sorted({n for n in names if list(names).count(n) > 1})
-    unknown = [n for n in names if n not in set(expected)]
-    missing = [n for n in expected if n not in set(names)]
+    known = set(expected)
+    counts = collections.Counter(names)
+    duplicates = sorted(n for n, c in counts.items() if c > 1)
+    unknown = [n for n in counts if n not in known]
+    missing = [n for n in expected if n not in counts]
     if not (duplicates or unknown or missing):
         return
     problems = []
     if duplicates:
-        problems.append(f"duplicate column(s) {duplicates}")
+        problems.append(f"duplicate column(s) {quote_list(duplicates)}")
     if missing:
-        problems.append(f"missing feature column(s) {missing}")
-    for name in unknown:
-        close = difflib.get_close_matches(name, missing or expected, n=1)
+        problems.append(f"missing feature column(s) {quote_list(missing)}")
+    for name in unknown[:QUOTE_ITEMS]:
+        close = difflib.get_close_matches(name, missing or expected, n=1) if len(name) <= 4 * QUOTE_CHARS else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems.append(f"unknown column {name!r}{hint}")
-    msg = f"model {model!r}: " + "; ".join(problems) + f"; the model's features are {expected}"
+        problems.append(f"unknown column {quote(name)}{hint}")
+    if len(unknown) > QUOTE_ITEMS:
+        problems.append(f"{len(unknown) - QUOTE_ITEMS} more unknown columns")
+    msg = f"model {quote(model)}: " + "; ".join(problems) + f"; the model's features are {expected}"
     raise InvalidInput(msg)

@@ -60,3 +60,35 @@ class MissingExtra(LatentwatchError):
     """An optional dependency group is not installed."""
 
     code = "FAILED_PRECONDITION"
+
+
+# Client strings (model names, column and input names, values) can be of any length; a
+# message or log line quotes them through these, so an error's size stays bounded.
+QUOTE_CHARS = 64
+QUOTE_ITEMS = 8
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of a client string (or value), cut to ``limit`` characters with an ellipsis
+    and its length; control characters come out escaped, so a log line stays one line.
+
+    >>> quote("north")
+    "'north'"
+    >>> quote("x" * 100, limit=4)
+    "'xxxx'… (100 characters)"
+    """
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def quote_list(values: object, limit: int = QUOTE_ITEMS) -> str:
+    """A list of client strings for a message: the first ``limit``, each quoted, then a count."""
+    items = list(values) if not isinstance(values, list) else values
+    shown = ", ".join(quote(v) for v in items[:limit])
+    if len(items) > limit:
+        shown += f", … ({len(items) - limit} more, {len(items)} in all)"
+    return f"[{shown}]"

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from service.bundle import Feature
-from service.errors import InvalidInput
+from service.errors import InvalidInput, quote
 
 MISSING_CODE = -1.0
 
@@ -88,7 +88,7 @@ def encode_numeric(series: pd.Series, feature: Feature) -> tuple[np.ndarray, lis
         unparseable = np.isnan(values) & series.notna().to_numpy()
     errors: list[str | None] = [None] * len(values)
     for row in np.flatnonzero(unparseable):
-        errors[row] = f"column {feature.name!r}: {series.iloc[row]!r} is not a number"
+        errors[row] = f"column {feature.name!r}: {quote(series.iloc[row])} is not a number"
     for row in np.flatnonzero(np.isinf(values)):
         errors[row] = f"column {feature.name!r}: infinite value {values[row]}"
     return values, errors

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from service.batching import MicroBatcher
 from service.bundle import MANIFEST_FILE, ONNX_FILE, Manifest
-from service.errors import LatentwatchError, ModelNotFound
+from service.errors import LatentwatchError, ModelNotFound, quote, quote_list
 from service.metrics import Metrics
 from service.scorer import Scorer
 
@@ -146,13 +146,14 @@ class ModelRegistry:
         versions = self._models.get(name)
         if not versions:
             known = sorted(self._models)
-            msg = f"model {name!r} is not served here; models: {known}"
+            msg = f"model {quote(name)} is not served here; models: {quote_list(known)}"
             raise ModelNotFound(msg)
         if not version:
             return versions[max(versions, key=version_key)]
         model = versions.get(version)
         if model is None:
-            msg = f"model {name!r} has no version {version!r} loaded; versions: {sorted(versions, key=version_key)}"
+            loaded = sorted(versions, key=version_key)
+            msg = f"model {quote(name)} has no version {quote(version)} loaded; versions: {quote_list(loaded)}"
             raise ModelNotFound(msg)
         return model
 

@@ -6,13 +6,13 @@ repeated fields and row-major :class:`Matrix` messages.
 
 Open Inference Protocol v2: input tensors arrive either in ``contents`` (typed repeated
 fields) or in ``raw_input_contents`` (little-endian bytes, one entry per input, BYTES as a
-4-byte little-endian length before each element). Outputs mirror the request: raw bytes
-in ``raw_output_contents`` when the request used raw inputs, ``contents`` otherwise.
+4-byte little-endian length before each element); ``service.grpc.oip_inputs`` checks and
+decodes them. Outputs mirror the request: raw bytes in ``raw_output_contents`` when the
+request used raw inputs, ``contents`` otherwise.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +21,7 @@ from service._proto.inference import grpc_predict_v2_pb2 as oip_pb2
 from service._proto.latentwatch.v1 import scoring_pb2 as pb
 from service.bundle import ROW_SCORES
 from service.dataplane import InferResult
-from service.errors import InvalidInput
+from service.errors import InvalidInput, quote, quote_list
 from service.registry import LoadedModel
 
 # -- own API -------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def tensor_to_array(tensor: pb.Tensor, model: str) -> np.ndarray:
     expected = rows * cols * 4
     if len(tensor.data) != expected:
         msg = (
-            f"model {model!r}: tensor x of {rows} rows x {cols} columns needs {expected} bytes "
+            f"model {quote(model)}: tensor x of {rows} rows x {cols} columns needs {expected} bytes "
             f"of float32, got {len(tensor.data)} bytes"
         )
         raise InvalidInput(msg)
@@ -50,37 +50,63 @@ def array_to_tensor(x: np.ndarray) -> pb.Tensor:
     return pb.Tensor(rows=x.shape[0], cols=x.shape[1], data=x.tobytes())
 
 
-def columns_to_dict(columns: pb.Columns, model: str) -> dict[str, np.ndarray | list]:
+def columns_to_dict(
+    columns: pb.Columns, model: str, *, max_rows: int = 1 << 31, max_count: int = 1 << 31
+) -> dict[str, np.ndarray | list]:
     """Named columns as numpy float64 arrays (numbers) or lists of str/None (text).
 
     Raises:
-        InvalidInput: a column without values, or a ``missing`` mask of the wrong length.
+        InvalidInput: more than ``max_count`` columns or ``max_rows`` values in one, a column
+            without values, or a ``missing`` mask of the wrong length.
     """
+    check_column_counts(columns, model, max_rows=max_rows, max_count=max_count)
     out: dict[str, np.ndarray | list] = {}
     for column in columns.columns:
         which = column.WhichOneof("values")
         if which == "numbers":
             values: np.ndarray | list = np.asarray(column.numbers.values, dtype=np.float64)
-        elif which == "strings":
-            strings = column.strings
-            mask = strings.missing
-            if len(mask) not in (0, len(strings.values)):
-                msg = (
-                    f"model {model!r}: column {column.name!r} has {len(strings.values)} values "
-                    f"but {len(mask)} missing flags"
-                )
-                raise InvalidInput(msg)
-            values = list(strings.values)
-            if mask:
-                values = [None if m else v for v, m in zip(values, mask, strict=True)]
         else:
-            msg = f"model {model!r}: column {column.name!r} has neither numbers nor strings"
-            raise InvalidInput(msg)
-        if column.name in out:
-            msg = f"model {model!r}: column {column.name!r} appears more than once"
-            raise InvalidInput(msg)
+            strings = column.strings
+            values = list(strings.values)
+            if strings.missing:
+                values = [None if m else v for v, m in zip(values, strings.missing, strict=True)]
         out[column.name] = values
     return out
+
+
+def check_column_counts(columns: pb.Columns, model: str, *, max_rows: int, max_count: int) -> int:
+    """Check the columns' names and value counts (no value is read); return the values in all.
+
+    Raises:
+        InvalidInput: as :func:`columns_to_dict`, or a column that appears twice.
+    """
+    where = f"model {quote(model)}"
+    if len(columns.columns) > max_count:
+        names = quote_list(c.name for c in columns.columns)
+        msg = f"{where}: the request has {len(columns.columns)} columns {names}, more than the model's features"
+        raise InvalidInput(msg)
+    seen: set[str] = set()
+    total = 0
+    for column in columns.columns:
+        name = quote(column.name)
+        which = column.WhichOneof("values")
+        if which is None:
+            msg = f"{where}: column {name} has neither numbers nor strings"
+            raise InvalidInput(msg)
+        count = len(column.numbers.values) if which == "numbers" else len(column.strings.values)
+        if count > max_rows:
+            msg = f"{where}: column {name} holds {count} rows, more than the limit of {max_rows}; split the request"
+            raise InvalidInput(msg)
+        mask = len(column.strings.missing) if which == "strings" else 0
+        if mask not in (0, count):
+            msg = f"{where}: column {name} has {count} values but {mask} missing flags"
+            raise InvalidInput(msg)
+        if column.name in seen:
+            msg = f"{where}: column {name} appears more than once"
+            raise InvalidInput(msg)
+        seen.add(column.name)
+        total += count
+    return total
 
 
 def column_message(name: str, values: Sequence | np.ndarray, numeric: bool) -> pb.Column:
@@ -208,103 +234,6 @@ def parameter_value(parameter: oip_pb2.InferParameter) -> bool | int | float | s
     """The value an :class:`InferParameter` holds, whichever field it uses."""
     which = parameter.WhichOneof("parameter_choice")
     return None if which is None else getattr(parameter, which)
-
-
-def oip_inputs(request: oip_pb2.ModelInferRequest) -> dict[str, np.ndarray]:
-    """Every input tensor of a V2 request, decoded to numpy in its shape.
-
-    BYTES elements come back as an object array of ``bytes``.
-
-    Raises:
-        InvalidInput: naming the model and input: a bad shape or datatype, a byte or element
-            count that disagrees with the shape, contents mixed with raw contents, a
-            repeated name.
-    """
-    model = request.model_name
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        msg = (
-            f"model {model!r}: the request has {len(request.inputs)} inputs but "
-            f"{len(raw)} raw_input_contents entries; they must match one to one"
-        )
-        raise InvalidInput(msg)
-    out: dict[str, np.ndarray] = {}
-    for i, tensor in enumerate(request.inputs):
-        where = f"model {model!r}: input {tensor.name!r}"
-        if tensor.name in out:
-            msg = f"{where} appears more than once"
-            raise InvalidInput(msg)
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            msg = f"{where}: shape {list(shape)} has a negative dimension"
-            raise InvalidInput(msg)
-        count = math.prod(shape)
-        datatype = tensor.datatype
-        if datatype != "BYTES" and datatype not in NUMPY_DTYPES:
-            msg = f"{where}: unknown datatype {datatype!r}; V2 datatypes are " + str([*NUMPY_DTYPES, "BYTES"])
-            raise InvalidInput(msg)
-        if raw:
-            if tensor.HasField("contents"):
-                msg = f"{where}: uses contents while the request uses raw_input_contents"
-                raise InvalidInput(msg)
-            array = _from_raw(raw[i], datatype, count, where)
-        else:
-            array = _from_contents(tensor.contents, datatype, count, where)
-        out[tensor.name] = array.reshape(shape)
-    return out
-
-
-def _from_raw(data: bytes, datatype: str, count: int, where: str) -> np.ndarray:
-    if datatype == "BYTES":
-        return _split_bytes(data, count, where)
-    dtype = NUMPY_DTYPES[datatype]
-    if len(data) != count * dtype.itemsize:
-        msg = (
-            f"{where}: {count} {datatype} elements need {count * dtype.itemsize} bytes, "
-            f"raw_input_contents has {len(data)}"
-        )
-        raise InvalidInput(msg)
-    return np.frombuffer(data, dtype=dtype)
-
-
-def _split_bytes(data: bytes, count: int, where: str) -> np.ndarray:
-    """Raw BYTES: a 4-byte little-endian length, then the bytes, per element."""
-    items: list[bytes] = []
-    view = memoryview(data)
-    pos = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            msg = f"{where}: raw BYTES end inside an element's 4-byte length"
-            raise InvalidInput(msg)
-        size = int.from_bytes(view[pos : pos + 4], "little")
-        pos += 4
-        if pos + size > len(data):
-            msg = f"{where}: raw BYTES element {len(items)} runs past the end of the data"
-            raise InvalidInput(msg)
-        items.append(bytes(view[pos : pos + size]))
-        pos += size
-    if len(items) != count:
-        msg = f"{where}: the shape holds {count} elements, raw BYTES hold {len(items)}"
-        raise InvalidInput(msg)
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array
-
-
-def _from_contents(contents: oip_pb2.InferTensorContents, datatype: str, count: int, where: str) -> np.ndarray:
-    field = CONTENTS_FIELDS.get(datatype)
-    if field is None:
-        msg = f"{where}: {datatype} data can only be sent in raw_input_contents"
-        raise InvalidInput(msg)
-    values = getattr(contents, field)
-    if len(values) != count:
-        msg = f"{where}: the shape holds {count} elements, contents.{field} has {len(values)}"
-        raise InvalidInput(msg)
-    if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
-        return array
-    return np.asarray(values, dtype=NUMPY_DTYPES[datatype])
 
 
 def oip_output(

@@ -2,6 +2,8 @@
 
 :class:`ServiceInterceptor` wraps every method handler of the server:
 
+- a request body that does not parse (corrupt bytes, invalid UTF-8 in a string field) is
+  INVALID_ARGUMENT saying so: requests reach the wrapper as bytes and are parsed there;
 - a :class:`~service.errors.LatentwatchError` aborts the call with the status code named by
   its ``code`` and its message (it is the caller's mistake or a known condition);
 - any other exception aborts with INTERNAL and a generic message carrying the request id,
@@ -31,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from service.errors import LatentwatchError
+from service.errors import InvalidInput, LatentwatchError
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -111,11 +113,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         counted = not (is_health or method.startswith(REFLECTION_PREFIX))
         needs_auth = self._tokens is not None and not is_health
         short = method.rsplit("/", 1)[-1]
-        call = _Call(self, short, counted=counted, needs_auth=needs_auth)
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+        parse = RequestParser(handler.request_deserializer)
+        call = _Call(self, short, parse, counted=counted, needs_auth=needs_auth)
+        # Requests arrive as bytes and are parsed inside the call, where a body that does not
+        # parse becomes INVALID_ARGUMENT (grpc's own deserialization would answer UNKNOWN).
+        serializers = {"request_deserializer": None, "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(call.unary(handler.unary_unary), **serializers)
         if handler.unary_stream is not None:
@@ -146,20 +148,57 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             self._metrics.observe_request(model, method, code, seconds)
 
 
+class RequestParser:
+    """A method's request deserializer, failing with :class:`InvalidInput` that says what is wrong."""
+
+    def __init__(self, deserializer: Callable[[bytes], Any] | None) -> None:
+        self._deserializer = deserializer
+        message_class = getattr(deserializer, "__self__", None)
+        descriptor = getattr(message_class, "DESCRIPTOR", None)
+        self.type_name = getattr(descriptor, "full_name", "request")
+
+    def __call__(self, data: Any) -> Any:
+        if self._deserializer is None or not isinstance(data, bytes):
+            return data
+        try:
+            return self._deserializer(data)
+        except Exception as err:  # DecodeError, or whatever a custom deserializer raises
+            raise InvalidInput(self._message(data, err)) from None
+
+    def _message(self, data: bytes, err: Exception) -> str:
+        detail = str(err).rpartition(": ")[2]
+        if "UTF-8" in detail:
+            reason = "a string field holds bytes that are not valid UTF-8"
+        else:
+            reason = (
+                "the bytes are not this message in protobuf wire format "
+                "(a corrupt body, or a client built from another .proto)"
+            )
+        return f"the request is not a valid {self.type_name} message ({len(data)} bytes): {reason}"
+
+    async def stream(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for data in requests:
+            yield self(data)
+
+
 class _Call:
     """The per-method wrapper: one instance per method, shared by its calls."""
 
-    def __init__(self, owner: ServiceInterceptor, method: str, *, counted: bool, needs_auth: bool) -> None:
+    def __init__(
+        self, owner: ServiceInterceptor, method: str, parse: RequestParser, *, counted: bool, needs_auth: bool
+    ) -> None:
         self.owner = owner
         self.method = method
+        self.parse = parse
         self.counted = counted
         self.needs_auth = needs_auth
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome = _Outcome(self, request, context)
-            await outcome.begin()
+            outcome = _Outcome(self, context)
+            request = await outcome.begin(request)
             try:
+                outcome.check_parsed()
                 return await behavior(request, context)
             except BaseException as err:  # re-raised or mapped in fail()
                 await outcome.fail(err)
@@ -174,11 +213,10 @@ class _Call:
             return self.unary(behavior)
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome = _Outcome(self, request, context)
-            await outcome.begin()
-            if hasattr(request, "__aiter__"):
-                request = outcome.label_from_first(request)
+            outcome = _Outcome(self, context)
+            request = await outcome.begin(request)
             try:
+                outcome.check_parsed()
                 async for response in behavior(request, context):
                     yield response
             except BaseException as err:
@@ -192,15 +230,36 @@ class _Call:
 class _Outcome:
     """One call's bookkeeping: request id, auth, status code, duration."""
 
-    def __init__(self, call: _Call, request: Any, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
         self.call = call
         self.context = context
         self.code = "OK"
         self.start = time.perf_counter()
-        self.model = call.owner.model_label(request) if call.counted else ""
+        self.model = ""
         self.token: contextvars.Token[str] | None = None
+        self.parse_error: InvalidInput | None = None
 
-    async def begin(self) -> None:
+    def _parsed(self, request: Any) -> Any:
+        """The call's request parsed (or its stream of requests, parsed one by one); the model
+        label is taken from it (from the first message of a stream)."""
+        if hasattr(request, "__aiter__"):
+            return self.label_from_first(self.call.parse.stream(request))
+        try:
+            request = self.call.parse(request)
+        except InvalidInput as err:
+            self.parse_error = err  # raised once the caller is known to be authorized
+            return request
+        if self.call.counted:
+            self.model = self.call.owner.model_label(request)
+        return request
+
+    def check_parsed(self) -> None:
+        if self.parse_error is not None:
+            raise self.parse_error
+
+    async def begin(self, request: Any) -> Any:
+        """Request id, count, the request parsed and the caller's token checked; returns the
+        parsed request (a body that did not parse fails in :meth:`check_parsed`)."""
         rid = ""
         for key, value in self.context.invocation_metadata() or ():
             if key == "x-request-id" and isinstance(value, str):
@@ -211,6 +270,7 @@ class _Outcome:
         self.token = request_id.set(rid or _new_request_id())
         if self.call.counted:
             self.call.owner.active += 1
+        request = self._parsed(request)
         if self.call.needs_auth and not self.call.owner.authorized(self.context):
             self.code = "UNAUTHENTICATED"
             self.end()
@@ -218,6 +278,7 @@ class _Outcome:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing or unknown bearer token (metadata 'authorization: Bearer <token>')",
             )
+        return request
 
     async def label_from_first(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Pass a client stream through, taking the model label from its first message."""

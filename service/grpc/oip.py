@@ -17,9 +17,10 @@ import numpy as np
 from service._proto.inference import grpc_predict_v2_pb2 as pb
 from service._proto.inference import grpc_predict_v2_pb2_grpc
 from service.bundle import INPUT_NAME
-from service.dataplane import SERVER_NAME, DataPlane, server_version
-from service.errors import InvalidInput
+from service.dataplane import SERVER_NAME, DataPlane, check_column_names, max_columns, off_loop, server_version
+from service.errors import InvalidInput, quote, quote_list
 from service.grpc import convert
+from service.grpc.oip_inputs import InputSpec, oip_decode, oip_specs
 from service.registry import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"
@@ -76,7 +77,10 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         model = self._dp.model(request.model_name, request.model_version)
         wanted = self._requested_outputs(request)
         alpha = self._alpha(request)
-        x = self._rows(model, convert.oip_inputs(request))
+        specs = self._check_inputs(model, request)
+        # Raw numbers are a view of the request's bytes; anything else is decoded element by element.
+        work = sum(s.count for s in specs if s.datatype == "BYTES" or not request.raw_input_contents)
+        x = await off_loop(self._rows, model, request, specs, elements=work)
         result = await self._dp.infer(model, x, alpha)
         raw = bool(request.raw_input_contents)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
@@ -87,44 +91,71 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 response.raw_output_contents.append(data)
         return response
 
-    def _rows(self, model: LoadedModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Decoded inputs -> ``x``: the packed input, or one column per feature."""
-        name = model.name
-        if not inputs:
-            msg = f"model {name!r}: the request has no inputs; send `x` or one per feature"
+    def _check_inputs(self, model: LoadedModel, request: pb.ModelInferRequest) -> list[InputSpec]:
+        """Every input's name, shape, datatype and size against the model, before decoding any."""
+        name = quote(model.name)
+        manifest = model.manifest
+        n_inputs = len(request.inputs)
+        if n_inputs == 0:
+            msg = f"model {name}: the request has no inputs; send `x` or one per feature"
             raise InvalidInput(msg)
-        if INPUT_NAME in inputs:
-            if len(inputs) > 1:
-                others = sorted(set(inputs) - {INPUT_NAME})
-                msg = f"model {name!r}: send either input 'x' or one input per feature, not both (got 'x' and {others})"
-                raise InvalidInput(msg)
-            return self._packed(model, inputs[INPUT_NAME])
-        columns = {}
-        for column, array in inputs.items():
-            if array.ndim == 2 and array.shape[1] == 1:
-                array = array[:, 0]
-            if array.ndim != 1:
-                msg = (
-                    f"model {name!r}: input {column!r} must have shape [n_rows] or [n_rows, 1], got {list(array.shape)}"
-                )
-                raise InvalidInput(msg)
-            if array.dtype == object:
-                array = _decode_utf8(array, name, column)
-            columns[column] = array
-        return self._dp.encode_columns(model, columns)
-
-    def _packed(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
-        if x.dtype != np.float32:
-            kind = "BYTES" if x.dtype == object else _datatype_name(x.dtype)
-            msg = f"model {model.name!r}: input 'x' must be FP32, got {kind}"
-            raise InvalidInput(msg)
-        if x.ndim != 2:
+        if n_inputs > max_columns(manifest.n_features):
+            names = quote_list(t.name for t in request.inputs)
             msg = (
-                f"model {model.name!r}: input 'x' must have shape [n_rows, "
-                f"{model.manifest.n_features}], got {list(x.shape)}"
+                f"model {name}: the request has {n_inputs} inputs {names}; the model takes input 'x' or one "
+                f"input per feature, {manifest.n_features} features {quote_list(manifest.feature_names)}"
             )
             raise InvalidInput(msg)
-        return x
+        specs = oip_specs(request, max_rows=self._dp.max_request_rows, max_columns=manifest.n_features)
+        names = [s.name for s in specs]
+        if INPUT_NAME in names:
+            if len(specs) > 1:
+                others = quote_list(sorted(set(names) - {INPUT_NAME}))
+                msg = f"model {name}: send either input 'x' or one input per feature, not both (got 'x' and {others})"
+                raise InvalidInput(msg)
+            self._check_packed(model, specs[0])
+            return specs
+        check_column_names(model.name, names, manifest)
+        for spec in specs:
+            if len(spec.shape) == 2 and spec.shape[1] != 1:
+                msg = (
+                    f"model {name}: input {quote(spec.name)} must have shape [n_rows] or [n_rows, 1], "
+                    f"got {list(spec.shape)}"
+                )
+                raise InvalidInput(msg)
+        rows = {s.name: s.rows for s in specs}
+        if len(set(rows.values())) > 1:
+            msg = f"model {name}: inputs have different numbers of rows {rows}"
+            raise InvalidInput(msg)
+        self._dp.check_row_count(model.name, specs[0].rows)
+        return specs
+
+    def _check_packed(self, model: LoadedModel, spec: InputSpec) -> None:
+        if spec.datatype != "FP32":
+            msg = f"model {quote(model.name)}: input 'x' must be FP32, got {spec.datatype}"
+            raise InvalidInput(msg)
+        n_features = model.manifest.n_features
+        if len(spec.shape) != 2 or spec.shape[1] != n_features:
+            msg = (
+                f"model {quote(model.name)}: input 'x' must have shape [n_rows, {n_features}], one column per "
+                f"feature {model.manifest.feature_names}; got shape {spec.shape}"
+            )
+            raise InvalidInput(msg)
+        self._dp.check_row_count(model.name, spec.rows)
+
+    def _rows(self, model: LoadedModel, request: pb.ModelInferRequest, specs: list[InputSpec]) -> np.ndarray:
+        """Checked inputs -> ``x``: the packed input, or one column per feature."""
+        inputs = oip_decode(request, specs)
+        if INPUT_NAME in inputs:
+            return inputs[INPUT_NAME]
+        columns = {}
+        for column, array in inputs.items():
+            if array.ndim == 2:
+                array = array[:, 0]
+            if array.dtype == object:
+                array = _decode_utf8(array, model.name, column)
+            columns[column] = array
+        return self._dp.encode_columns(model, columns)
 
     @staticmethod
     def _requested_outputs(request: pb.ModelInferRequest) -> list[str]:
@@ -133,7 +164,10 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         names = [o.name for o in request.outputs]
         unknown = [n for n in names if n not in convert.OUTPUT_DATATYPES]
         if unknown:
-            msg = f"model {request.model_name!r}: unknown output(s) {unknown}; outputs are {list(OUTPUT_ORDER)}"
+            msg = (
+                f"model {quote(request.model_name)}: unknown output(s) {quote_list(unknown)}; "
+                f"outputs are {list(OUTPUT_ORDER)}"
+            )
             raise InvalidInput(msg)
         return names
 
@@ -142,13 +176,13 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         if "alpha" not in request.parameters:
             return None
         value = convert.parameter_value(request.parameters["alpha"])
+        shown = quote(value) if isinstance(value, str) else repr(value)
+        msg = f"parameter alpha must be a number between 0 and 1, got {shown}"
         if isinstance(value, bool) or value is None:
-            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
             raise InvalidInput(msg)
         try:
             return float(value)
         except ValueError:
-            msg = f"parameter alpha must be a number between 0 and 1, got {value!r}"
             raise InvalidInput(msg) from None
 
 
@@ -158,13 +192,6 @@ def _decode_utf8(array: np.ndarray, model: str, column: str) -> np.ndarray:
         try:
             out[i] = value.decode("utf-8")
         except UnicodeDecodeError:
-            msg = f"model {model!r}: input {column!r}, row {i}: not valid UTF-8 text"
+            msg = f"model {quote(model)}: input {quote(column)}, row {i}: not valid UTF-8 text"
             raise InvalidInput(msg) from None
     return out
-
-
-def _datatype_name(dtype: np.dtype) -> str:
-    for name, candidate in convert.NUMPY_DTYPES.items():
-        if candidate == dtype:
-            return name
-    return str(dtype)

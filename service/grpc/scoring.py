@@ -16,8 +16,8 @@ import numpy as np
 
 from service._proto.latentwatch.v1 import scoring_pb2 as pb
 from service._proto.latentwatch.v1 import scoring_pb2_grpc
-from service.dataplane import DataPlane
-from service.errors import InvalidInput, LatentwatchError
+from service.dataplane import DataPlane, max_columns, off_loop
+from service.errors import InvalidInput, LatentwatchError, quote
 from service.grpc import convert
 from service.registry import LoadedModel
 
@@ -87,7 +87,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def _score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         model = self._dp.model(request.model, request.version)
-        x = self._rows(model, request)
+        x = await self._rows(model, request)
         alpha = request.alpha if request.HasField("alpha") else None
         result = await self._dp.infer(model, x, alpha)
         request_id = request.request_id or uuid.uuid4().hex[:16]
@@ -101,15 +101,20 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             return pb.StreamScoreResponse(error=error, request_id=request.request_id)
         return pb.StreamScoreResponse(result=response, request_id=response.request_id)
 
-    def _rows(self, model: LoadedModel, request: pb.ScoreRequest) -> np.ndarray:
+    async def _rows(self, model: LoadedModel, request: pb.ScoreRequest) -> np.ndarray:
         which = request.WhichOneof("rows")
+        name = quote(model.name)
         if which == "x":
             return convert.tensor_to_array(request.x, model.name)
         if which == "columns":
-            columns = convert.columns_to_dict(request.columns, model.name)
-            if not columns:
-                msg = f"model {model.name!r}: the request's columns are empty"
+            if not request.columns.columns:
+                msg = f"model {name}: the request's columns are empty"
                 raise InvalidInput(msg)
-            return self._dp.encode_columns(model, columns)
-        msg = f"model {model.name!r}: the request holds no rows; set `columns` or `x`"
+            limits = {"max_rows": self._dp.max_request_rows, "max_count": max_columns(model.manifest.n_features)}
+            values = convert.check_column_counts(request.columns, model.name, **limits)
+            return await off_loop(self._encode, model, request.columns, limits, elements=values)
+        msg = f"model {name}: the request holds no rows; set `columns` or `x`"
         raise InvalidInput(msg)
+
+    def _encode(self, model: LoadedModel, columns: pb.Columns, limits: dict[str, int]) -> np.ndarray:
+        return self._dp.encode_columns(model, convert.columns_to_dict(columns, model.name, **limits))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from service.batch.local import run_job
 from service.batch.rows import ScoreOptions
-from service.bundle import file_sha256, load_bundle
+from service.bundle import file_sha256, load_bundle, write_manifest
 from service.config import ServiceConfig
 from service.errors import BundleError, ConfigError, ModelNotFound, ModelNotReady
 from tests.service.batch.conftest import corrupt_csv, scoring_table
@@ -75,10 +76,8 @@ def test_via_errors_name_what_is_wrong(served: ServerThread, trained_bundle: Pat
     shutil.copytree(trained_bundle, other)
     graph = other / "model.onnx"
     graph.write_bytes(graph.read_bytes() + b"\0")  # another graph under the same name and version
-    manifest_path = other / "manifest.json"
-    manifest_path.write_text(
-        manifest_path.read_text().replace(load_bundle(trained_bundle).manifest.onnx_sha256, file_sha256(graph))
-    )
+    # Written through write_manifest, as a trainer would: a valid bundle of its own.
+    write_manifest(other, dataclasses.replace(load_bundle(trained_bundle).manifest, onnx_sha256=file_sha256(graph)))
     with pytest.raises(BundleError, match="is served with graph sha256"):
         run_job(other, tmp_path / "in.parquet", tmp_path / "out.parquet", via=served.target)
     with pytest.raises(ConfigError, match="--via"):

@@ -119,7 +119,7 @@ def test_bad_v2_requests(target: str) -> None:
         "unknown version": ("NOT_FOUND", "'9'"),
         "byte length": ("INVALID_ARGUMENT", "need 48 bytes"),
         "datatype": ("INVALID_ARGUMENT", "must be FP32, got FP64"),
-        "feature count": ("INVALID_ARGUMENT", "(2, 5)"),
+        "feature count": ("INVALID_ARGUMENT", "shape [2, 5] has 5 columns, more than the model's 3 features"),
         "misspelled column": ("INVALID_ARGUMENT", "did you mean 'temperature'"),
         "unknown output": ("INVALID_ARGUMENT", "'anomaly_score'"),
         "bad alpha": ("INVALID_ARGUMENT", "alpha"),

@@ -87,7 +87,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "is calibrated by the model that never saw it (default 5 below 500 normal rows, 3 up to 20,000, else 1; "
         "costs K x the fit; 1: one model, 20%% of the rows held out)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch in each process (default 1)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train on N local processes with torch.distributed (the launcher torchrun runs; one model, "
+        "each process reading its own shard of the rows)",
+    )
     p.add_argument(
         "--max-rows",
         type=int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,31 @@ def test_train_without_torch_names_the_extra_to_install(tmp_path: Path, sample_c
     assert result.returncode == 2
     assert "pip install 'latentwatch[train]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_stopped_fit_leaves_no_temporary_folder_and_the_earlier_bundle_untouched(
+    sample_csv: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "b"
+    assert latentwatch("train", "--data", str(sample_csv), "--out", str(out), *QUICK).returncode == 0
+    before = (out / "manifest.json").read_bytes()
+    command = [sys.executable, "-m", "service", "train", "--data", str(sample_csv), "--out", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # plain progress lines: not a terminal
+        if line.startswith("fitting"):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    assert (out / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_a_step_cap_within_the_warm_up_is_refused_before_training(sample_csv: Path, tmp_path: Path) -> None:
+    result = latentwatch("train", "--data", str(sample_csv), "--out", str(tmp_path / "b"), "--max-steps", "100")
+    assert result.returncode == 2
+    assert "within the KL warm-up" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())

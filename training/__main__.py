@@ -1,6 +1,10 @@
-"""``python -m training`` is the same as the ``latentwatch`` command."""
+"""``python -m training train ...``: the ``latentwatch`` command, for launchers such as ``torchrun``.
+
+torchrun --nproc-per-node 2 -m training train --data events/ --out bundles/events
+"""
+
+import sys
 
 from service.cli import main
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+sys.exit(main())

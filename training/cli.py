@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 from training.config import load_config_file, make_settings
 from training.data import read_table
+from training.distributed import check_settings, launch, shard
 from training.pipeline import train_bundle
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,19 @@ def _split_names(values: list[str] | None) -> list[str]:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N``: what each launched process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -49,7 +65,10 @@ def train_command(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_rows=args.max_rows,
     )
-    frame = read_table(args.data, max_rows=settings.max_rows, seed=settings.seed)
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        check_settings(settings)
+        return launch(args.nproc, _without_nproc(sys.argv[1:]))
+    frame = read_table(args.data, max_rows=settings.max_rows, seed=settings.seed, shard=shard())
     signal.signal(signal.SIGTERM, _interrupt)  # a stopped fit cleans up as after Ctrl-C
     result = train_bundle(
         frame,
@@ -62,6 +81,8 @@ def train_command(args: argparse.Namespace) -> int:
         source=str(args.data),
         quiet=args.quiet,
     )
+    if result is None:  # a process other than 0 of a multi-process fit: process 0 reports
+        return 0
     m, fit = result.manifest, result.fit
     print(
         f"trained {m.model_type} {m.name!r} version {m.version}: {m.n_features} features, "

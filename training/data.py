@@ -36,12 +36,16 @@ ANOMALOUS_LABELS = frozenset({"1", "true", "yes", "anomaly", "anomalous", "outli
 NORMAL_LABELS = frozenset({"0", "false", "no", "normal", "inlier"})
 
 
-def read_table(path: str | Path, *, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+def read_table(
+    path: str | Path, *, max_rows: int | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)
+) -> pd.DataFrame:
     """Read CSV, Parquet, or a folder of Parquet files into a DataFrame.
 
     With ``max_rows``, a table of more rows comes back as a seeded uniform sample of that many
     (``sample_positions``), in the table's order. Parquet is streamed a record batch at a time,
     so memory holds the sample, never the whole table; a CSV file is read whole, then sampled.
+    ``shard`` ``(k, n)`` keeps every n-th of those rows from the k-th: one process's share of a
+    multi-process fit (``training.distributed``).
 
     Raises:
         DataError: naming the file when it is missing, of another format, unreadable or empty.
@@ -53,10 +57,10 @@ def read_table(path: str | Path, *, max_rows: int | None = None, seed: int = 0) 
     name = path.name.lower()
     try:
         if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
-            frame = _read_parquet(_parquet_files(path) if path.is_dir() else [path], max_rows, seed)
+            frame = _read_parquet(_parquet_files(path) if path.is_dir() else [path], max_rows, seed, shard)
         elif name.endswith(CSV_SUFFIXES):
             frame = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
-            frame = sample_frame(frame, max_rows, seed)
+            frame = sample_frame(frame, max_rows, seed).iloc[shard[0] :: shard[1]].reset_index(drop=True)
         else:
             msg = f"{path}: not a CSV or Parquet file (expected one of {CSV_SUFFIXES + PARQUET_SUFFIXES})"
             raise DataError(msg)
@@ -82,22 +86,22 @@ def _parquet_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_parquet(files: list[Path], max_rows: int | None, seed: int) -> pd.DataFrame:
+def _read_parquet(files: list[Path], max_rows: int | None, seed: int, shard: tuple[int, int]) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     dataset = ds.dataset([str(f) for f in files], format="parquet")
     total = dataset.count_rows()  # from the files' footers; reads no rows
-    if max_rows is None or total <= max_rows:
+    if (max_rows is None or total <= max_rows) and shard[1] == 1:
         return dataset.to_table().to_pandas()
-    keep = sample_positions(total, max_rows, seed)
+    keep = sample_positions(total, max_rows or total, seed)[shard[0] :: shard[1]]
     parts, start = [], 0
     for batch in dataset.to_batches(batch_size=65_536):
         lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
         if hi > lo:
             parts.append(batch.take(pa.array(keep[lo:hi] - start)))
         start += batch.num_rows
-    log.info("read a uniform sample of %d of the table's %d rows (max_rows)", max_rows, total)
+    log.info("read %d of the table's %d rows (max_rows %s, shard %d of %d)", len(keep), total, max_rows, *shard)
     return pa.Table.from_batches(parts, schema=dataset.schema).to_pandas()
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from training.config import Resolved, TrainSettings
+from training.distributed import Group
 from training.models import Autoencoder, Batch
 from training.progress import FitProgress
 
@@ -45,8 +46,11 @@ def take(batch: Batch, index: torch.Tensor) -> Batch:
 
 
 @torch.no_grad()
-def mean_score(model: Autoencoder, batch: Batch, eps: torch.Tensor) -> float:
-    """Mean ``neg_elbo`` of ``batch`` with the fixed draws ``eps`` (the validation loss)."""
+def mean_score(model: Autoencoder, batch: Batch, eps: torch.Tensor, group: Group | None = None) -> float:
+    """Mean ``neg_elbo`` of ``batch`` with the fixed draws ``eps`` (the validation loss).
+
+    With a process ``group``, the mean over every process's rows, the same on each.
+    """
     model.eval()
     total = 0.0
     for start in range(0, len(batch), EVAL_CHUNK):
@@ -56,7 +60,7 @@ def mean_score(model: Autoencoder, batch: Batch, eps: torch.Tensor) -> float:
         )
         total += float(model.score(part, eps)["neg_elbo"].sum())
     model.train()
-    return total / max(1, len(batch))
+    return group.mean(total, len(batch)) if group is not None else total / max(1, len(batch))
 
 
 def beta_at(step: int, settings: TrainSettings, resolved: Resolved) -> float:
@@ -139,9 +143,16 @@ def fit(
     resolved: Resolved,
     *,
     progress: FitProgress | None = None,
+    group: Group | None = None,
 ) -> FitResult:
-    """Train ``model`` in place and load the (averaged) weights of the best validation step."""
+    """Train ``model`` in place and load the (averaged) weights of the best validation step.
+
+    With a process ``group`` the gradients are averaged over its processes
+    (``DistributedDataParallel``) and so is the validation loss: every process takes the same
+    steps, keeps the same weights and stops at the same step.
+    """
     started = time.perf_counter()
+    step_options = {"module": group.wrap(model)} if group is not None else {}
     generator = torch.Generator().manual_seed(settings.seed)
     optimizers = model.configure_optimizers(settings.learning_rate, settings.weight_decay)
     clippers = [GradientClipper(o, settings.grad_clip) for o in optimizers] if settings.grad_clip else []
@@ -156,12 +167,13 @@ def fit(
         order = torch.randperm(len(train), generator=generator).to(train.enc_in.device)
         for start in range(0, len(train), resolved.batch_size):
             beta = beta_at(step, settings, resolved)
-            losses = model.train_step(take(train, order[start : start + resolved.batch_size]), optimizers, beta)
+            batch = take(train, order[start : start + resolved.batch_size])
+            losses = model.train_step(batch, optimizers, beta, **step_options)
             step += 1
             if average is not None:
                 average.update()
             if step % eval_every == 0 or step >= resolved.max_steps:
-                val = mean_score(validated, validation, eps)
+                val = mean_score(validated, validation, eps, group)
                 result.history.append(
                     {
                         "epoch": epoch,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings
+from training.distributed import Group
 from training.loop import FitResult, fit
 from training.models import Architecture, Autoencoder, Batch, Ensemble, build_model
 from training.progress import FitProgress
@@ -35,6 +36,7 @@ class FitJob:
     holdout: Batch
     eps: torch.Tensor
     device: torch.device
+    group: Group | None = None  # the processes of a multi-process fit (training.distributed)
 
 
 def fit_members(
@@ -106,7 +108,16 @@ def _fit_best_of_restarts(
         net = build_model(settings.model, job.arch, denoise=settings.denoise, free_bits=settings.free_bits)
         net = net.to(job.device)
         progress.start_fit(_fit_label(member, settings.restarts, k))
-        result = fit(net, job.train, job.holdout, job.eps.to(job.device), run_settings, job.resolved, progress=progress)
+        result = fit(
+            net,
+            job.train,
+            job.holdout,
+            job.eps.to(job.device),
+            run_settings,
+            job.resolved,
+            progress=progress,
+            group=job.group,
+        )
         progress.end_fit(result.steps, job.resolved.max_steps)
         losses.append(result.best_val)
         if best is None or result.best_val < best[1].best_val:

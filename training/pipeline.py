@@ -37,6 +37,7 @@ from service.bundle import (
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
+from training import distributed
 from training.calibrate import calibration_rows, fit_splits, out_of_fold_scores, run_graph, validation_rows
 from training.config import (
     Resolved,
@@ -184,14 +185,22 @@ def train_bundle(
     categorical: Sequence[str] = (),
     source: str = "data",
     quiet: bool = True,
-) -> TrainResult:
+) -> TrainResult | None:
     """Train on the normal rows of ``frame`` and write a bundle to ``out``.
 
     Every column is a feature unless ``features``/``exclude``/``label_column`` say otherwise;
-    rows whose label is anomalous are left out of training and shown in the report.
+    rows whose label is anomalous are left out of training and shown in the report. A table of
+    more than ``max_rows`` rows is sampled to that many.
+
+    Under ``torchrun`` (``training.distributed``) every process calls this with its own shard
+    of the rows; process 0 writes the bundle and gets the result, the others get None.
     """
     started = time.perf_counter()
     settings = settings or make_settings(overrides, model=model, seed=seed)
+    group = distributed.from_environment(settings.device)
+    if group is not None:
+        distributed.check_settings(settings)
+        settings = dataclasses.replace(settings, folds=1)
     frame = data_mod.sample_frame(frame, settings.max_rows, settings.seed)
     plan = data_mod.plan_columns(
         frame,
@@ -212,53 +221,72 @@ def train_bundle(
     splits = fit_splits(len(normal), settings)
     fit_rows = np.unique(np.concatenate([train_rows for train_rows, _ in splits]))
     feature_list = fit_features(normal.iloc[fit_rows], plan.numeric, plan.categorical)
+    if group is not None:  # every process encodes with process 0's statistics
+        feature_list = group.broadcast(feature_list)
     if all(f.is_constant for f in feature_list):
         msg = f"{source}: every feature column holds one value in the training rows; there is nothing to learn"
         raise DataError(msg)
     x_normal = encode_frame(normal, feature_list, source=source).x
     check_memory(len(x_normal), Preprocessor(feature_list).n_inputs, len(feature_list), settings, len(splits))
-    staging = _prepare_output(Path(out))
+    leader = group is None or group.leader
+    staging = _prepare_output(Path(out)) if leader else None
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
         result = _train_and_write(
             settings,
-            plan,
-            feature_list,
-            x_normal,
-            splits,
-            frame.loc[anomalous],
+            _Inputs(plan, feature_list, x_normal, splits, frame.loc[anomalous], source, group),
             staging,
-            source,
-            quiet,
+            quiet or not leader,
         )
-        _swap_in(staging, Path(out))
+        if staging is not None:
+            _swap_in(staging, Path(out))
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         torch.set_num_threads(threads)
+    if group is not None:
+        group.barrier()  # the others return once process 0's bundle is in place
+    if result is None:
+        return None
     manifest, fit_result, graph = result
     return TrainResult(Path(out), manifest, fit_result, time.perf_counter() - started, graph)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run trains on: the column plan, the encoded normal rows and their splits."""
+
+    plan: data_mod.ColumnPlan
+    features: tuple[Feature, ...]
+    x_normal: np.ndarray  # (rows, features) bundle inputs; this process's shard in a multi-process fit
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    anomalies: pd.DataFrame  # rows labelled anomalous, for the report
+    source: str
+    group: distributed.Group | None
+
+
 def _train_and_write(
-    settings: TrainSettings,
-    plan: data_mod.ColumnPlan,
-    features: tuple[Feature, ...],
-    x_normal: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    anomalies: pd.DataFrame,
-    staging: Path,
-    source: str,
-    quiet: bool,
-) -> tuple[Manifest, FitResult, ScoringGraph]:
+    settings: TrainSettings, inputs: _Inputs, staging: Path | None, quiet: bool
+) -> tuple[Manifest, FitResult, ScoringGraph] | None:
+    """Fit, export, calibrate and write the bundle into ``staging``; None on a process other than 0."""
+    plan, features, x_normal, splits, group = inputs.plan, inputs.features, inputs.x_normal, inputs.splits, inputs.group
+    anomalies, source = inputs.anomalies, inputs.source
     torch.manual_seed(settings.seed)
     device = pick_device(settings.device)
     pre = Preprocessor(features)
     train_idx = splits[0][0]
     holdout_idx = calibration_rows(splits, settings.folds)
-    resolved = resolve(settings, n_train=len(train_idx), n_features=pre.network_features, n_inputs=pre.n_inputs)
+    resolved = resolve(
+        settings,
+        n_train=len(train_idx) if group is None else group.total(len(train_idx)),
+        n_features=pre.network_features,
+        n_inputs=pre.n_inputs,
+    )
+    if group is not None:  # the batch is shared out: each process takes its part of every step's rows
+        resolved = dataclasses.replace(resolved, batch_size=-(-resolved.batch_size // group.world))
     network = features[: pre.network_features]  # the constant features come last and skip the networks
     order = tuple(i for i, f in enumerate(network) if not f.is_categorical) + tuple(
         i for i, f in enumerate(network) if f.is_categorical
@@ -283,12 +311,16 @@ def _train_and_write(
             _to_batch(pre, x_normal[validation_rows(held, settings.seed)], device),
             eps,
             device,
+            group,
         )
         for rows, held in splits
     ]
     progress = FitProgress(quiet=quiet)
     try:
         net, fit_result, members = fit_members(settings, jobs, progress)
+        x_holdout = x_normal[holdout_idx] if group is None else group.gather_rows(x_normal[holdout_idx])
+        if x_holdout is None or staging is None:
+            return None
         progress.stage("exporting")
         graph = ScoringGraph(pre, net.cpu(), eps).eval()
         onnx_path = staging / ONNX_FILE
@@ -303,7 +335,7 @@ def _train_and_write(
             features,
         )
         progress.stage("calibrating")
-        held = run_graph(session, x_normal[holdout_idx])
+        held = run_graph(session, x_holdout)
         if settings.folds > 1:
             held.update(out_of_fold_scores(graph, x_normal, splits, holdout_idx))
         manifest = _manifest(
@@ -312,7 +344,7 @@ def _train_and_write(
             resolved,
             features,
             source,
-            _FitSummary(fit_result, members, len(train_idx), parity, device),
+            _FitSummary(fit_result, members, len(train_idx), parity, device, 1 if group is None else group.world),
             held,
             onnx_path,
             getattr(net, "extra_outputs", {}),
@@ -338,6 +370,7 @@ class _FitSummary:
     n_train: int
     parity: float
     device: torch.device
+    processes: int  # of a multi-process fit (training.distributed); 1 alone
 
 
 def _manifest(
@@ -375,7 +408,7 @@ def _manifest(
         },
         training={
             **_training_summary(settings, resolved, fit.result, fit.n_train, len(holdout_scores), fit.parity, source),
-            "trained_on": trained_on(fit.device),
+            "trained_on": {**trained_on(fit.device), "processes": fit.processes},
             "restarts": fit.members[0]["restarts"],
             "members": fit.members,
         },

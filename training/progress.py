@@ -102,7 +102,7 @@ class FitProgress:
     def _line(self, postfix: dict[str, float]) -> None:
         self._last_line = self.clock()
         parts = [f"{self.stage_name}:", f"{_duration(self._last_line - self._started)} so far"]
-        if self.total:
+        if self.total and self.done < self.total:
             rate = self.rate()
             parts.append(f"step {self.done:,} of at most {self.total:,}")
             if rate > 0:

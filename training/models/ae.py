@@ -23,14 +23,9 @@ class AE(Autoencoder):
     def latent_penalty(self, mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(mu[:, 0])
 
-    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
-        (optimizer,) = optimizers
+    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         enc_in = batch.enc_in
         if self.noise > 0:
             enc_in = enc_in + self.noise * torch.randn_like(enc_in)
         mu, _ = self.encode(enc_in)
-        loss = self.feature_nll(mu, batch).sum(-1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item()}
+        return self.feature_nll(mu, batch).sum(-1).mean(), {}

@@ -2,7 +2,8 @@
 
 A model sees preprocessed tensors (see ``training.preprocess.Preprocessor``):
 ``enc_in`` ``(N, D_in)``, ``num`` ``(N, Fn)``, ``observed`` ``(N, Fn)``, ``codes`` ``(N, Fc)``.
-Subclasses fill in ``latent_penalty`` (the KL term or its stand-in) and ``train_step``.
+Subclasses fill in ``latent_penalty`` (the KL term or its stand-in) and ``training_loss`` (or
+``train_step``, for models with more than one optimizer).
 Scores are higher = more anomalous.
 """
 
@@ -169,6 +170,30 @@ class Autoencoder(nn.Module):
     def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         return [adamw(self.parameters(), lr=learning_rate, weight_decay=weight_decay)]
 
-    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
-        """One gradient step on ``batch``; returns the losses for the progress bar."""
+    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch's loss (a scalar to minimize) and its parts, for models with one optimizer."""
         raise NotImplementedError
+
+    def forward(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss: what ``DistributedDataParallel`` runs, so that it can average the gradients."""
+        return self.training_loss(batch, beta)
+
+    def train_step(
+        self,
+        batch: Batch,
+        optimizers: list[torch.optim.Optimizer],
+        beta: float,
+        *,
+        module: nn.Module | None = None,
+    ) -> dict[str, float]:
+        """One gradient step on ``batch``; returns the losses for the progress display.
+
+        ``module`` runs the loss instead of the model itself: its ``DistributedDataParallel``
+        wrapper in a multi-process fit (``training.distributed``).
+        """
+        (optimizer,) = optimizers
+        loss, parts = (module or self)(batch, beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), **{name: value.item() for name, value in parts.items()}}

@@ -132,14 +132,9 @@ class HVAE(Autoencoder):
             "latent": latent,
         }
 
-    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
-        (optimizer,) = optimizers
+    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         eps = torch.randn(len(batch), self.arch.latent_dim, device=batch.enc_in.device)
         w, m, log_var = self._walk(batch.enc_in, eps)
         nll = self.feature_nll(w, batch).sum(-1).mean()
         kl = likelihood.gaussian_kl(m, log_var).mean()
-        loss = nll + beta * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "kl": kl.item()}
+        return nll + beta * kl, {"nll": nll.detach(), "kl": kl.detach()}

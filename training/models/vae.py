@@ -51,14 +51,9 @@ class VAE(Autoencoder):
         per_dimension = likelihood.gaussian_kl_per_dimension(mu, log_var).mean(0)
         return per_dimension.clamp(min=self.free_bits).sum()
 
-    def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
-        (optimizer,) = optimizers
+    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mu, log_var = self.encode(batch.enc_in)
         z = self.reparameterize(mu, log_var, torch.randn_like(mu))
         nll = self.feature_nll(z, batch).sum(-1).mean()
         kl = self.training_kl(mu, log_var)
-        loss = nll + beta * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item(), "nll": nll.item(), "kl": kl.item()}
+        return nll + beta * kl, {"nll": nll.detach(), "kl": kl.detach()}

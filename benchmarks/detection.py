@@ -473,8 +473,8 @@ def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
         start = time.perf_counter()
         result = train_bundle(
             ds.frame.iloc[train].reset_index(drop=True), Path(tmp) / "bundle",
-            model=model, seed=model_seed, overrides=overrides, quiet=True,
-        )  # fmt: skip
+            model=model, seed=model_seed, overrides=overrides | {"threads": 1}, quiet=True,
+        )  # fmt: skip; one core per fit: the run's --jobs share out the cores
         trained = time.perf_counter()
         scores, primary = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
         done = time.perf_counter()

@@ -8,16 +8,18 @@ draws and sizes (``FitJob``) and differ in their rows and seeds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings
+from training.config import PRIOR_BANK_ROWS, Resolved, TrainSettings, cpu_plan
 from training.distributed import Group
 from training.loop import FitResult, fit
 from training.models import Architecture, Autoencoder, Batch, Ensemble, build_model
+from training.parallel import run_in_processes
 from training.progress import FitProgress
 
 # Restart k of a run seeded s uses seed s + k * RESTART_SEED_STRIDE (a prime: far from s + 1, s + 2...),
@@ -47,25 +49,31 @@ def fit_members(
     With one job, ``settings.members`` members share its rows; with one job per fold, each fold
     has one member. Member 0 is the run's own seed, so a one-member run is the single model it
     always was. The defensive prior's bank of ``PRIOR_BANK_ROWS`` fit rows is shared out among
-    the members, so that the graph's mixture costs the same whatever their number.
+    the members, so that the graph's mixture costs the same whatever their number. Up to
+    ``threads`` members are fitted at once, in processes of their own (``training.parallel``).
 
     Returns:
         The model (one member, or their ``Ensemble``), member 0's fit with every member's
         seconds added, and for the manifest each member's seed, best validation loss and steps.
     """
-    nets: list[Autoencoder] = []
-    fits: list[FitResult] = []
-    summaries: list[dict[str, Any]] = []
     count = len(jobs) if len(jobs) > 1 else settings.members
     progress.plan(sum(jobs[m % len(jobs)].resolved.max_steps for m in range(count)) * settings.restarts)
+    plans = []
     for m in range(count):
-        job = jobs[m % len(jobs)]
-        member_settings = settings
-        if m:
-            member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
-            torch.manual_seed(member_settings.seed)
+        member_settings = dataclasses.replace(settings, seed=settings.seed + m * MEMBER_SEED_STRIDE)
         label = f"member {m + 1} of {count}" if count > 1 else ""
-        net, result, restarts = _fit_best_of_restarts(member_settings, job, progress, label)
+        plans.append((member_settings, jobs[m % len(jobs)], label))
+    tasks = [functools.partial(_fit_member, *plan) for plan in plans]
+    processes, torch_threads = cpu_plan(settings, count)
+    if processes > 1 and jobs[0].group is None:
+        fitted = run_in_processes(tasks, processes, torch_threads, progress)
+    else:
+        fitted = [task(progress) for task in tasks]
+    nets, fits, summaries = [], [], []
+    for (member_settings, job, _), (state, result, restarts) in zip(plans, fitted, strict=True):
+        net = build_model(settings.model, job.arch, denoise=settings.denoise, free_bits=settings.free_bits)
+        net.load_state_dict(state)
+        net = net.to(job.device).eval()
         if job.resolved.prior == "defensive":
             _set_defensive_prior(net, job.train, member_settings.seed, PRIOR_BANK_ROWS // count)
         nets.append(net)
@@ -82,6 +90,15 @@ def fit_members(
         )
     combined = dataclasses.replace(fits[0], seconds=sum(f.seconds for f in fits))
     return (nets[0] if len(nets) == 1 else Ensemble(nets)), combined, summaries
+
+
+def _fit_member(
+    settings: TrainSettings, job: FitJob, label: str, progress: FitProgress
+) -> tuple[dict[str, torch.Tensor], FitResult, dict[str, Any]]:
+    """One member, in this process or another: its weights (a state dict), fit and restarts."""
+    torch.manual_seed(settings.seed)
+    net, result, restarts = _fit_best_of_restarts(settings, job, progress, label)
+    return {k: v.cpu() for k, v in net.state_dict().items()}, result, restarts
 
 
 def _fit_best_of_restarts(

@@ -42,6 +42,7 @@ from training.calibrate import calibration_rows, fit_splits, out_of_fold_scores,
 from training.config import (
     Resolved,
     TrainSettings,
+    cpu_plan,
     make_settings,
     resolve,
     resolve_folds,
@@ -231,7 +232,7 @@ def train_bundle(
     leader = group is None or group.leader
     staging = _prepare_output(Path(out)) if leader else None
     threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(cpu_plan(settings, len(splits) if len(splits) > 1 else settings.members)[1])
     try:
         result = _train_and_write(
             settings,

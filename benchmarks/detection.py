@@ -471,10 +471,11 @@ def run_latentwatch(detector: str, ds: Dataset, seed: int) -> Record:
     model_seed = seed + overrides.pop("seed_offset", 0)
     with tempfile.TemporaryDirectory(prefix="lw-bench-") as tmp:
         start = time.perf_counter()
+        # One core per fit: the run's --jobs share out the cores.
         result = train_bundle(
             ds.frame.iloc[train].reset_index(drop=True), Path(tmp) / "bundle",
             model=model, seed=model_seed, overrides=overrides | {"threads": 1}, quiet=True,
-        )  # fmt: skip; one core per fit: the run's --jobs share out the cores
+        )  # fmt: skip
         trained = time.perf_counter()
         scores, primary = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
         done = time.perf_counter()

@@ -9,7 +9,9 @@ to Parquet under ``--work``:
 - one file each of 10,000, 30,000, 100,000, 1,000,000 and 2,000,000 rows;
 - a folder of 20 files of 1,000,000 rows each (20,000,000 rows), to show that memory stays
   flat in the table's size (``max_rows`` samples it while it streams);
-- at 30,000 rows, a second fit with ``--threads 2``, side by side, for the ``threads`` default.
+- at 30,000 rows, fits with ``--threads 2`` beside the default's one torch thread, on the quiet
+  machine and (``--busy``) beside a process that keeps one core busy, as other jobs do, for the
+  ``threads`` default.
 
 Every bundle is scored on the same labelled rows (fresh normal payments and 1,000 planted
 anomalies of five kinds, ``payments.ANOMALY_KINDS``): ROC-AUC and average precision of
@@ -26,6 +28,7 @@ quiet machine: it measures wall time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +111,31 @@ def scoring_cost(bundle: Path, labelled: Any, passes: int = 7) -> dict[str, floa
     return {"rows_per_s": statistics.median(batch), "single_row_ms": statistics.median(single)}
 
 
-def measure(rows: int, work: Path, labelled: Any, repeats: int, extra: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def busy_core(busy: bool) -> Iterator[None]:
+    """A process that keeps one core busy while the block runs (when ``busy``)."""
+    if not busy:
+        yield
+        return
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def measure(
+    rows: int, work: Path, labelled: Any, repeats: int, extra: list[str], *, busy: bool = False
+) -> dict[str, Any]:
     data = table_path(work, rows)
-    runs = [timed_train(data, work / "bundle", extra) for _ in range(repeats)]
+    with busy_core(busy):
+        runs = [timed_train(data, work / "bundle", extra) for _ in range(repeats)]
     manifest = json.loads((work / "bundle" / "manifest.json").read_text())
     training = manifest["training"]
     record = {
         "rows": rows,
-        "options": " ".join(extra) or "none",
+        "options": (" ".join(extra) or "none") + (", one core busy" if busy else ""),
         "repeats": repeats,
         "seconds": statistics.median(r["seconds"] for r in runs),
         "seconds_all": [round(r["seconds"], 1) for r in runs],
@@ -152,6 +173,7 @@ def main() -> None:
     p.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="row counts, comma-separated")
     p.add_argument("--repeats", type=int, default=3, help=f"fits per size up to {SMALL:,} rows (above: 1)")
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "fit-scale", help="tables and bundles")
+    p.add_argument("--busy", action="store_true", help="at 30,000 rows, also fit beside a busy core (1 repeat)")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -162,7 +184,9 @@ def main() -> None:
         records.append(measure(rows, args.work, labelled, repeats, []))
         if rows == 30_000:
             records.append(measure(rows, args.work, labelled, repeats, ["--threads", "2"]))
-    command = f"python benchmarks/fit_scale.py --sizes {args.sizes} --repeats {args.repeats}"
+            for threads in ("1", "2") if args.busy else ():
+                records.append(measure(rows, args.work, labelled, 1, ["--threads", threads], busy=True))
+    command = f"python benchmarks/fit_scale.py --sizes {args.sizes} --repeats {args.repeats}" + " --busy" * args.busy
     section = (
         f"{START}\n`{command}`; {machine()}; {versions(['torch', 'onnxruntime-gpu'])}.\n\n{table(records)}\n{END}\n"
     )

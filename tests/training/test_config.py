@@ -60,7 +60,7 @@ def test_sizes_scale_with_the_data() -> None:
     small = resolve(TrainSettings(), n_train=100, n_features=7, n_inputs=7)
     large = resolve(TrainSettings(), n_train=100_000, n_features=100, n_inputs=120)
     assert (small.batch_size, small.hidden, small.latent_dim) == (32, 32, 3)
-    assert (large.batch_size, large.hidden, large.latent_dim) == (1024, 240, 32)
+    assert (large.batch_size, large.hidden, large.latent_dim) == (256, 240, 32)
     assert small.warmup_steps >= 500
     assert small.patience_steps >= 300
     assert small.max_steps >= small.warmup_steps + 20_000
@@ -102,13 +102,10 @@ def test_up_to_16384_fit_rows_the_schedule_is_the_measured_one(n_train: int) -> 
     assert (sizes.batch_size, sizes.warmup_steps, sizes.patience_steps, sizes.max_steps) == _measured_schedule(n_train)
 
 
-def test_beyond_16384_fit_rows_the_schedule_is_counted_in_rows_seen() -> None:
-    sizes = {n: resolve(TrainSettings(), n_train=n, n_features=7, n_inputs=7) for n in (16_384, 65_536, 2_000_000)}
-    assert [sizes[n].batch_size for n in sizes] == [256, 1024, 1024]
-    rows_seen = {n: sizes[n].max_steps * sizes[n].batch_size for n in sizes}
-    assert rows_seen[2_000_000] == rows_seen[65_536] <= rows_seen[16_384]  # flat in the table's size
-    assert sizes[2_000_000].max_steps == 320 + 5_000  # 20 epochs of 16 batches' warm-up, then the scaled floor
-    assert sizes[2_000_000].patience_steps == 250
+def test_beyond_16384_fit_rows_every_table_takes_the_same_steps() -> None:
+    sizes = [resolve(TrainSettings(), n_train=n, n_features=7, n_inputs=7) for n in (16_384, 65_536, 2_000_000)]
+    schedules = {(s.batch_size, s.warmup_steps, s.patience_steps, s.max_steps, s.steps_per_epoch) for s in sizes}
+    assert schedules == {(256, 1_280, 1_000, 21_280, 64)}  # flat in the table's size
 
 
 def test_a_step_cap_within_the_warm_up_is_refused_with_the_reason() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ def run_in_processes(tasks: list[Task], processes: int, torch_threads: int, prog
     _TASKS[:] = tasks
     context = multiprocessing.get_context("fork")
     _EVENTS = context.Queue()
-    pool = context.Pool(processes)
+    pool = context.Pool(processes, initializer=_leave_signals_to_the_parent)
     try:
         pending = [pool.apply_async(_run, (i, torch_threads)) for i in range(len(tasks))]
         while not all(p.ready() for p in pending):
@@ -62,12 +63,20 @@ def run_in_processes(tasks: list[Task], processes: int, torch_threads: int, prog
         _relay(progress, timeout=0)
         results = [p.get() for p in pending]
         pool.close()
-        return results
+    except BaseException:
+        pool.terminate()  # SIGTERM, which ends a child at once (``_leave_signals_to_the_parent``)
+        raise
     finally:
-        pool.terminate()
         pool.join()
         _TASKS.clear()
         _EVENTS = None
+    return results
+
+
+def _leave_signals_to_the_parent() -> None:
+    """A child ignores Ctrl-C (the parent stops the run) and dies on SIGTERM, whatever the parent set."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _relay(progress: FitProgress, timeout: float) -> None:

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,8 @@ import torch
 from service.bundle import (
     MANIFEST_FILE,
     ONNX_FILE,
-    SCORE_DESCRIPTIONS,
-    Calibration,
     Feature,
     Manifest,
-    file_sha256,
     write_manifest,
 )
 from service.errors import ConfigError, DataError
@@ -40,7 +36,6 @@ from training import data as data_mod
 from training import distributed
 from training.calibrate import calibration_rows, fit_splits, out_of_fold_scores, run_graph, validation_rows
 from training.config import (
-    Resolved,
     TrainSettings,
     cpu_plan,
     make_settings,
@@ -48,20 +43,16 @@ from training.config import (
     resolve_folds,
 )
 from training.export import (
-    PARITY_RTOL,
     ScoringGraph,
-    category_probabilities,
     export_onnx,
-    forgive_category_ties,
-    mixture_split_allowance,
-    parity_error,
-    torch_outputs,
 )
 from training.generative import add_decoder, write_fidelity_report
 from training.loop import FitResult
+from training.manifest import FitSummary, build_manifest
 from training.members import FitJob, fit_members
 from training.memory import check_memory
 from training.models import Architecture, Batch
+from training.parity import check_parity, random_rows
 from training.preprocess import Preprocessor, fit_features
 from training.progress import FitProgress
 
@@ -86,68 +77,9 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def trained_on(device: torch.device) -> dict[str, str]:
-    """Where the weights were fitted, for the manifest: the same seed trains another model on
-    CUDA than on the CPU (other random streams and kernels), so reproducing a bundle needs both."""
-    where = {"device": device.type, "torch": torch.__version__}
-    if device.type == "cuda":
-        where["device_name"] = torch.cuda.get_device_name(device)
-    return where
-
-
 def _to_batch(pre: Preprocessor, x: np.ndarray, device: torch.device) -> Batch:
     with torch.no_grad():
         return Batch(*(t.to(device) for t in pre(torch.from_numpy(x))))
-
-
-def _random_rows(features: Sequence[Feature], n: int, seed: int) -> np.ndarray:
-    """Rows far and near the training data, with missing values and unseen codes."""
-    rng = np.random.default_rng(seed + 1)
-    x = np.empty((n, len(features)), dtype=np.float32)
-    for j, f in enumerate(features):
-        if f.is_categorical:
-            x[:, j] = rng.integers(-1, len(f.categories), n)
-        elif f.is_constant:
-            x[:, j] = np.where(rng.random(n) < 0.5, f.center, f.center + rng.standard_normal(n))
-            x[rng.random(n) < 0.1, j] = np.nan
-        else:
-            x[:, j] = f.center + f.scale * rng.standard_normal(n) * rng.choice([0.5, 1, 3, 10], n)
-            x[rng.random(n) < 0.1, j] = np.nan
-    return x
-
-
-def _check_parity(graph: ScoringGraph, session: Any, x: np.ndarray, features: Sequence[Feature]) -> float:
-    """onnxruntime against torch on ``x``.
-
-    ``expected`` is compared in each feature's standard deviations, ``feature_scores`` and ``kl``
-    in units of the row's ``neg_elbo``, the total they split: a mixture of members splits it by
-    weights that a float32 rounding of nearly tied members' scores moves (on a row 10 standard
-    deviations out, scored 12,926 nats, one feature's 0.73 nats moved by 0.001). Where the
-    members also disagree on where a far row's nats lie, that move grows with the row's total,
-    so a mixture's split outputs get ``mixture_split_allowance`` besides (a bounded decoder's
-    mixture on mammography: one feature of a row of 18,700 nats, 3,267.17 nats in torch and
-    3,244.32 in onnxruntime, every other output within 5e-5). A categorical
-    column of ``expected`` may name the other category where two are tied to float32 rounding
-    (``forgive_category_ties``); before that, an AE trained on the bank table failed the check
-    by 1/6: one code where torch named category 6.
-    """
-    ort_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
-    expected = torch_outputs(graph, x)
-    ties = category_probabilities(graph, x)
-    ort_out["expected"] = forgive_category_ties(expected["expected"], ort_out["expected"], ties, PARITY_RTOL)
-    total = np.abs(expected["neg_elbo"].astype(np.float64))
-    units = {
-        "expected": np.array([f.scale or 1.0 for f in features], dtype=np.float64),
-        "feature_scores": total[:, None],
-        "kl": total,
-    }
-    for name, allowance in mixture_split_allowance(graph, x).items():  # in units that PARITY_RTOL scales
-        units[name] = np.maximum(units.get(name, 0.0), allowance / PARITY_RTOL)
-    error = parity_error(expected, ort_out, units)
-    if not error <= PARITY_RTOL:
-        msg = f"onnxruntime and torch disagree on the exported graph (relative error {error:.2e})"
-        raise RuntimeError(msg)
-    return error
 
 
 def _prepare_output(out: Path) -> Path:
@@ -329,23 +261,23 @@ def _train_and_write(
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        parity = _check_parity(
+        parity = check_parity(
             graph,
             session,
-            np.concatenate([x_normal[holdout_idx][:512], _random_rows(features, 256, settings.seed)]),
+            np.concatenate([x_normal[holdout_idx][:512], random_rows(features, 256, settings.seed)]),
             features,
         )
         progress.stage("calibrating")
         held = run_graph(session, x_holdout)
         if settings.folds > 1:
             held.update(out_of_fold_scores(graph, x_normal, splits, holdout_idx))
-        manifest = _manifest(
+        manifest = build_manifest(
             settings,
             plan,
             resolved,
             features,
             source,
-            _FitSummary(fit_result, members, len(train_idx), parity, device, 1 if group is None else group.world),
+            FitSummary(fit_result, members, len(train_idx), parity, device, 1 if group is None else group.world),
             held,
             onnx_path,
             getattr(net, "extra_outputs", {}),
@@ -362,92 +294,6 @@ def _train_and_write(
     finally:
         progress.close()
     return manifest, fit_result, graph
-
-
-@dataclass(frozen=True)
-class _FitSummary:
-    result: FitResult
-    members: list[dict[str, Any]]
-    n_train: int
-    parity: float
-    device: torch.device
-    processes: int  # of a multi-process fit (training.distributed); 1 alone
-
-
-def _manifest(
-    settings: TrainSettings,
-    plan: data_mod.ColumnPlan,
-    resolved: Resolved,
-    features: tuple[Feature, ...],
-    source: str,
-    fit: _FitSummary,
-    held: dict[str, np.ndarray],
-    onnx_path: Path,
-    extra_scores: dict[str, str],
-) -> Manifest:
-    """The bundle's manifest before the decoder's checks are added (``add_decoder``).
-
-    ``held`` are the graph's outputs on the calibration rows (out-of-fold when cross-fitted).
-    """
-    primary = "neg_elbo" if settings.score == "auto" else settings.score
-    holdout_scores = held[primary]
-    return Manifest(
-        name=settings.name or _default_name(source),
-        version=settings.version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-        model_type=settings.model,
-        features=features,
-        latent_dim=resolved.latent_dim,
-        calibration=Calibration(score=primary, alpha=settings.alpha, scores=tuple(np.sort(holdout_scores).tolist())),
-        onnx_sha256=file_sha256(onnx_path),
-        dropped_columns=tuple(plan.dropped),
-        label_column=plan.label_column,
-        preprocessing={
-            "numeric": "median imputation + missing indicator; standardized with training mean and std",
-            "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
-            "constant": "a numeric column with one value in the training rows skips the networks; any other "
-            "value adds off_value_nats = log(n + 2) to neg_elbo (rule of succession), a missing one nothing",
-        },
-        training={
-            **_training_summary(settings, resolved, fit.result, fit.n_train, len(holdout_scores), fit.parity, source),
-            "trained_on": {**trained_on(fit.device), "processes": fit.processes},
-            "restarts": fit.members[0]["restarts"],
-            "members": fit.members,
-        },
-        scores={**SCORE_DESCRIPTIONS, **extra_scores},
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        latentwatch_version=_version(),
-    )
-
-
-def _default_name(source: str) -> str:
-    stem = Path(source).name.split(".")[0]
-    return stem if stem and stem != "data" else "model"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("latentwatch")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def _training_summary(settings, resolved, fit_result, n_train, n_holdout, parity, source) -> dict[str, Any]:
-    return {
-        "source": str(source),
-        "settings": settings.to_dict(),
-        "resolved": vars(resolved),
-        "rows": {"train": n_train, "holdout": n_holdout},
-        "steps": fit_result.steps,
-        "best_step": fit_result.best_step,
-        "best_validation_loss": fit_result.best_val,
-        "stopped_early": fit_result.stopped_early,
-        "clipped_steps": fit_result.clipped_steps,
-        "seconds": round(fit_result.seconds, 2),
-        "onnx_parity_max_relative_error": parity,
-        "history": fit_result.history,
-    }
 
 
 def _write_report(staging, session, manifest, fit_result, held, anomalies) -> None:

@@ -30,17 +30,18 @@ def test_the_epoch_schedule_follows_the_training_rows(detection) -> None:
     assert detection.lw_overrides("lw-vae~epoch-schedule", 10_000)["warmup_steps"] == 540
 
 
-def test_the_long_warm_up_keeps_twenty_epochs_where_they_are_longer(detection) -> None:
+def test_the_long_warm_up_is_2000_steps_as_epochs_count_at_most_16384_rows(detection) -> None:
     assert detection.lw_overrides("lw-vae~long-warmup", 1000) == {"warmup_steps": 2000}
-    # 400,000 rows: 266,666 fitted in batches of 256, 1,042 steps per epoch.
-    assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 20 * 1042}
+    # 400,000 rows: one model fits 320,000 rows in batches of 256, and an epoch counts 16,384 of
+    # them (64 steps): 20 epochs are 1,280 steps, shorter than 2,000.
+    assert detection.lw_overrides("lw-vae~long-warmup", 400_000) == {"warmup_steps": 2000}
 
 
-def test_the_short_patience_is_the_old_rule_and_the_default_where_fifteen_epochs_are_longer(detection) -> None:
+def test_the_short_patience_is_the_old_rule(detection) -> None:
     # 1,000 rows: three folds fit 666 rows each, in batches of 33: 21 steps per epoch, 15 epochs are 315 steps.
     assert detection.lw_overrides("lw-vae~short-patience", 1000) == {"patience_steps": 315}
-    # 400,000 rows: 1,042 steps per epoch, so 15 epochs are past both floors and the variant trains as the default.
-    assert detection.lw_overrides("lw-vae~short-patience", 400_000) is None
+    # 400,000 rows: an epoch counts 16,384 rows (64 steps), so 15 epochs are 960 steps, under the 1,000 floor.
+    assert detection.lw_overrides("lw-vae~short-patience", 400_000) == {"patience_steps": 960}
 
 
 def test_the_undone_variants_undo_the_decoder_and_the_clipping(detection) -> None:

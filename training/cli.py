@@ -13,10 +13,12 @@ import signal
 import sys
 from pathlib import Path
 
-from training.config import load_config_file, make_settings
+import pandas as pd
+
+from training.config import TrainSettings, load_config_file, make_settings
 from training.data import read_table
-from training.distributed import check_settings, launch, shard
-from training.pipeline import train_bundle
+from training.distributed import check_settings, close, launch, shard
+from training.pipeline import TrainResult, train_bundle
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
+
+
+def _train(args: argparse.Namespace, settings: TrainSettings, frame: pd.DataFrame) -> TrainResult | None:
+    return train_bundle(
+        frame,
+        args.out,
+        settings=settings,
+        label_column=args.label_column,
+        features=_split_names(args.features) or None,
+        exclude=_split_names(args.exclude),
+        categorical=_split_names(args.categorical),
+        source=str(args.data),
+        quiet=args.quiet,
+    )
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -70,17 +86,10 @@ def train_command(args: argparse.Namespace) -> int:
         return launch(args.nproc, _without_nproc(sys.argv[1:]))
     frame = read_table(args.data, max_rows=settings.max_rows, seed=settings.seed, shard=shard())
     signal.signal(signal.SIGTERM, _interrupt)  # a stopped fit cleans up as after Ctrl-C
-    result = train_bundle(
-        frame,
-        args.out,
-        settings=settings,
-        label_column=args.label_column,
-        features=_split_names(args.features) or None,
-        exclude=_split_names(args.exclude),
-        categorical=_split_names(args.categorical),
-        source=str(args.data),
-        quiet=args.quiet,
-    )
+    try:
+        result = _train(args, settings, frame)
+    finally:
+        close()  # a multi-process fit's group, if this process joined one
     if result is None:  # a process other than 0 of a multi-process fit: process 0 reports
         return 0
     m, fit = result.manifest, result.fit

@@ -113,8 +113,9 @@ def check_settings(settings: TrainSettings) -> None:
         raise ConfigError(msg)
 
 
-def close(group: Group | None) -> None:
-    if group is not None and dist.is_initialized():
+def close() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -15,11 +15,17 @@ class FakeClock:
         return self.now
 
 
-def test_plain_lines_off_a_terminal_give_stage_rate_and_time_left() -> None:
+def _fitting_member_one_of_three() -> tuple[io.StringIO, FakeClock, FitProgress]:
+    """A display off a terminal (plain lines every 10 s), at the start of the first of 3,000 steps."""
     stream, clock = io.StringIO(), FakeClock()
     progress = FitProgress(stream=stream, clock=clock, interval=10.0)
     progress.plan(3_000)
     progress.start_fit("member 1 of 3")
+    return stream, clock, progress
+
+
+def test_plain_lines_off_a_terminal_give_stage_rate_and_time_left() -> None:
+    stream, clock, progress = _fitting_member_one_of_three()
     clock.now = 10.0
     progress.step(1_000, val=9.5)
     lines = stream.getvalue().splitlines()
@@ -28,10 +34,7 @@ def test_plain_lines_off_a_terminal_give_stage_rate_and_time_left() -> None:
 
 
 def test_a_member_that_stops_early_leaves_the_total_and_lines_are_rate_limited() -> None:
-    stream, clock = io.StringIO(), FakeClock()
-    progress = FitProgress(stream=stream, clock=clock, interval=10.0)
-    progress.plan(3_000)
-    progress.start_fit("member 1 of 3")
+    stream, clock, progress = _fitting_member_one_of_three()
     clock.now = 10.0
     progress.step(500)
     progress.end_fit(500, 1_000)  # early stopping: 500 of its 1,000 steps unused

@@ -87,24 +87,31 @@ def timed_good_request(stub: scoring_pb2_grpc.ScoringServiceStub, x: np.ndarray)
     return elapsed
 
 
-@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
-def test_a_hostile_request_is_refused_without_stalling_others(server, hostile: Hostile) -> None:
-    good = normal_rows(1, seed=3)
-    request = hostile.request()
+def good_requests_beside(server, good: np.ndarray, method, request) -> tuple[list[float], grpc.RpcError]:
+    """Seconds of each good one-row request sent while ``method(channel)`` handles ``request``, and its error."""
     with (
         grpc.insecure_channel(server.target, options=UNLIMITED) as bad_channel,
         grpc.insecure_channel(server.target) as good_channel,
     ):
         good_stub = scoring_pb2_grpc.ScoringServiceStub(good_channel)
         timed_good_request(good_stub, good)  # connected and warm
-        call = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(bad_channel).ModelInfer.future(request, timeout=60)
+        call = method(bad_channel).future(request, timeout=60)
         latencies = [timed_good_request(good_stub, good)]
         while not call.done():
             latencies.append(timed_good_request(good_stub, good))
         with pytest.raises(grpc.RpcError) as info:
             call.result()
+    return latencies, info.value
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_hostile_request_is_refused_without_stalling_others(server, hostile: Hostile) -> None:
+    good = normal_rows(1, seed=3)
+    request = hostile.request()
+    latencies, error = good_requests_beside(
+        server, good, lambda channel: grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer, request
+    )
     assert max(latencies) < STALL_BOUND_S, latencies
-    error = info.value
     assert error.code() == hostile.code, error.details()
     for text in hostile.says:
         assert text in error.details(), error.details()
@@ -114,22 +121,13 @@ def test_a_huge_text_column_is_refused_without_stalling_others(server) -> None:
     good = normal_rows(1, seed=3)
     site = pb.Column(name="site", strings=pb.StringValues(values=[""] * 5_000_000))
     request = pb.ScoreRequest(model=MODEL, columns=pb.Columns(columns=[site]))
-    with (
-        grpc.insecure_channel(server.target, options=UNLIMITED) as bad_channel,
-        grpc.insecure_channel(server.target) as good_channel,
-    ):
-        good_stub = scoring_pb2_grpc.ScoringServiceStub(good_channel)
-        timed_good_request(good_stub, good)
-        call = scoring_pb2_grpc.ScoringServiceStub(bad_channel).Score.future(request, timeout=60)
-        latencies = [timed_good_request(good_stub, good)]
-        while not call.done():
-            latencies.append(timed_good_request(good_stub, good))
-        with pytest.raises(grpc.RpcError) as info:
-            call.result()
+    latencies, error = good_requests_beside(
+        server, good, lambda channel: scoring_pb2_grpc.ScoringServiceStub(channel).Score, request
+    )
     assert max(latencies) < STALL_BOUND_S, latencies
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "column 'site' holds 5000000 rows" in info.value.details()
-    assert f"limit of {MAX_REQUEST_ROWS}" in info.value.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "column 'site' holds 5000000 rows" in error.details()
+    assert f"limit of {MAX_REQUEST_ROWS}" in error.details()
 
 
 def test_big_work_runs_off_the_event_loop() -> None:

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from service.errors import ConfigError
-from training.config import TrainSettings
 
 BYTES_PER_FLOAT = 4
 # Everything else a run holds (torch, onnxruntime, the frame's strings), measured on the
@@ -20,7 +19,7 @@ BYTES_PER_FLOAT = 4
 BASELINE_BYTES = 600 * 2**20
 
 
-def fit_bytes(n_rows: int, n_inputs: int, n_features: int, settings: TrainSettings, members: int) -> int:
+def fit_bytes(n_rows: int, n_inputs: int, n_features: int, members: int) -> int:
     """Bytes a fit of ``n_rows`` rows needs, roughly: the arrays above plus ``BASELINE_BYTES``."""
     per_row = n_features + members * 2 * n_inputs  # encoded row + each member's preprocessed copy
     return BASELINE_BYTES + n_rows * per_row * BYTES_PER_FLOAT
@@ -41,16 +40,14 @@ def available_bytes() -> int | None:
         return None
 
 
-def check_memory(
-    n_rows: int, n_inputs: int, n_features: int, settings: TrainSettings, members: int, available: int | None = None
-) -> None:
+def check_memory(n_rows: int, n_inputs: int, n_features: int, members: int, available: int | None = None) -> None:
     """Refuse a fit that needs more memory than is available, naming the setting that lowers it.
 
     Raises:
         ConfigError: with the estimate, what is available and a ``max_rows`` that would fit.
     """
     available = available_bytes() if available is None else available
-    need = fit_bytes(n_rows, n_inputs, n_features, settings, members)
+    need = fit_bytes(n_rows, n_inputs, n_features, members)
     if available is None or need <= available:
         return
     per_row = (need - BASELINE_BYTES) / max(1, n_rows)

@@ -160,7 +160,7 @@ def train_bundle(
         msg = f"{source}: every feature column holds one value in the training rows; there is nothing to learn"
         raise DataError(msg)
     x_normal = encode_frame(normal, feature_list, source=source).x
-    check_memory(len(x_normal), Preprocessor(feature_list).n_inputs, len(feature_list), settings, len(splits))
+    check_memory(len(x_normal), Preprocessor(feature_list).n_inputs, len(feature_list), len(splits))
     leader = group is None or group.leader
     staging = _prepare_output(Path(out)) if leader else None
     threads = torch.get_num_threads()

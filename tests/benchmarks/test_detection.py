@@ -108,20 +108,26 @@ def test_an_unknown_variant_is_refused(detection) -> None:
         detection.detector_list("lw-vae~nope")
 
 
-def test_the_variant_table_compares_each_variant_with_the_default(detection) -> None:
+def test_the_variant_table_reads_each_variant_by_the_adoption_rule(detection) -> None:
+    # glass (14) and Wilt (44) are even, ALOI (1) is odd.
     rows = pd.DataFrame(
         [
-            {"detector": "lw-vae", "dataset": "a", "roc_auc": 0.90, "ap": 0.5},
-            {"detector": "lw-vae", "dataset": "b", "roc_auc": 0.80, "ap": 0.4},
-            {"detector": "lw-vae~one-draw", "dataset": "a", "roc_auc": 0.85, "ap": 0.45},
-            {"detector": "lw-vae~one-draw", "dataset": "b", "roc_auc": 0.80, "ap": 0.40},
+            {"detector": "lw-vae", "dataset": "glass", "roc_auc": 0.90, "ap": 0.5},
+            {"detector": "lw-vae", "dataset": "Wilt", "roc_auc": 0.80, "ap": 0.4},
+            {"detector": "lw-vae", "dataset": "ALOI", "roc_auc": 0.70, "ap": 0.1},
+            {"detector": "lw-vae~one-draw", "dataset": "glass", "roc_auc": 0.85, "ap": 0.45},
+            {"detector": "lw-vae~one-draw", "dataset": "Wilt", "roc_auc": 0.80, "ap": 0.40},
+            {"detector": "lw-vae~one-draw", "dataset": "ALOI", "roc_auc": 0.72, "ap": 0.1},
         ]
     )
     table = detection.ablation_table(rows)
     line = next(row for row in table if row.startswith("| lw-vae~one-draw"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    # Dataset a moved most (-0.05); without it the variant changes nothing.
-    assert cells[2:] == ["0.825", "0.425", "-0.025", "+0.000", "0 / 1 of 2"]
+    assert cells[2:4] == ["0.790", "0.317"]
+    assert cells[4].startswith("-0.0100 (")
+    assert cells[5:8] == ["+0.0200", "-0.0250", "1 / 1 of 3"]
+    # glass moved most (-0.05); without it the variant gains +0.01, but the even half lost.
+    assert cells[8:] == ["glass -0.050; +0.0100", "no"]
 
 
 def test_the_graph_speed_line_names_the_median_and_the_bar(detection) -> None:
@@ -147,27 +153,32 @@ def test_the_bars_say_which_the_default_meets(detection) -> None:
                 "fit_seconds": fit, "fpr_0.01": 0.01, "fpr_0.05": 0.1}  # fmt: skip
 
     rows = pd.DataFrame([
-        row("lw-vae", "a", 0.95, fit=30.0), row("lw-vae", "b", 0.80, fit=100.0),
-        row("knn", "a", 0.90), row("knn", "b", 0.84),
-        row("lw-ae", "a", 0.50, fit=130.0), row("lw-ae", "b", 0.50, fit=130.0),  # last on both tables
-        row("lw-vae[recon_error]", "a", 0.99),  # a single score, never ranked
+        row("lw-vae", "glass", 0.95, fit=30.0), row("lw-vae", "ALOI", 0.80, fit=100.0),
+        row("knn", "glass", 0.90), row("knn", "ALOI", 0.84),
+        row("lw-ae", "glass", 0.50, fit=130.0), row("lw-ae", "ALOI", 0.50, fit=130.0),  # last on both tables
+        row("lw-vae[recon_error]", "glass", 0.99),  # a single score, never ranked
         row("lw-vae", "m", 0.70, kind="mixed", fit=20.0), row("knn", "m", 0.60, kind="mixed"),
         row("iforest", "m", 0.65, kind="mixed"),
     ])  # fmt: skip
     bars = {line.split(":")[0]: line for line in detection.bar_lines(rows)}
-    # Mean ROC-AUC 0.875 against k-NN's 0.870: the best, but under k-NN + 0.01.
-    assert bars["- ROC-AUC (ADBench)"].endswith("= 0.8800: **NOT met**")
+    # Mean ROC-AUC 0.875 against k-NN's 0.870: the best, but under k-NN + 0.01; the even half
+    # (glass) clears it and the odd one (ALOI) does not.
+    assert bars["- ROC-AUC (ADBench, all"].endswith("= 0.8800: **NOT met**")
+    assert bars["- ROC-AUC (ADBench, even"].endswith("= 0.9100: met")
+    assert bars["- ROC-AUC (ADBench, odd"].endswith("= 0.8500: **NOT met**")
+    assert "better on 1, worse on 1 of 2" in bars["- lw-vae minus knn, table by table"]
     assert bars["- AP (ADBench)"].endswith(": met")
     assert "lw-vae 1.50; best other knn 1.50" in bars["- mean rank (ADBench)"]  # a tie is not the best
     assert bars["- mean rank (ADBench)"].endswith("**NOT met**")
     assert bars["- ROC-AUC (mixed tables)"].endswith(": met")
     # 0.1 at alpha 0.05 is over 1.5 x alpha.
     fpr = next(line for key, line in bars.items() if key.startswith("- false-positive rate"))
-    assert "(lw-vae, mean over 3 datasets)" in fpr
+    assert "(lw-vae, mean over 3 datasets;" in fpr
+    assert "0.100 at 0.05 (bar 0.075), within it on 0%" in fpr
     assert fpr.endswith("**NOT met**")
     # The default's fits average 50 s over its 3 datasets; the slower sibling is shown, not judged.
     fit = next(line for key, line in bars.items() if key.startswith("- fit seconds"))
-    assert "(lw-vae, mean over 3 datasets, bar 60): 50.0: met." in fit
+    assert "(lw-vae, mean over 3 datasets, bar 30): 50.0: **NOT met**." in fit
     assert fit.endswith("the 2 latentwatch detectors' fits average 90.0")
 
 

@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from service.config import DEVICES, LOG_FORMATS, LOG_LEVELS, ServiceConfig
 from service.errors import ConfigError, LatentwatchError, ModelNotReady
+from service.logs import configure_logging
 
 # The parts (numpy, pandas, onnxruntime, grpc) load when a Service is built, not with this
 # module: building the command line's parser (add_serve_arguments) stays fast.
@@ -342,47 +341,6 @@ def serve_command(args: argparse.Namespace) -> int:
     config = ServiceConfig.load(flags, config_file=getattr(args, "config_file", None))
     configure_logging(config.log_format, config.log_level)
     return asyncio.run(run_service(config))
-
-
-def _request_id() -> str:
-    from service.grpc.interceptors import request_id
-
-    return request_id.get()
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id()
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id (+ exception)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
-    """Log to stderr as text or JSON lines, each record carrying the call's request id."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,14 +3,11 @@ deadlines, bearer tokens, TLS and mutual TLS, the device setting."""
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,82 +21,13 @@ from service.bundle import ONNX_FILE
 from service.client import Client
 from service.errors import ConfigError, ModelNotReady
 from tests.service.conftest import normal_rows, write_bundle
-from tests.service.grpc.conftest import MODEL, hold_rows_in_queue, sample_value, x_request
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def wait_until(condition, timeout: float = 10.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"condition not met within {timeout} s"
-            raise AssertionError(msg)
-        time.sleep(step)
+from tests.service.grpc.conftest import MODEL, hold_rows_in_queue, sample_value, wait_until, x_request
 
 
 def write_broken_bundle(directory: Path) -> None:
     write_bundle(directory)
     with (directory / ONNX_FILE).open("ab") as stream:
         stream.write(b"tampered")
-
-
-class ServeProcess:
-    """``python -m service.serve`` in a subprocess; its port read from its log."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.serve", *args],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = self._wait_for_port()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.log.append(line)
-            if "gRPC listening on" in line:
-                return int(line.split("gRPC listening on ")[1].split()[0].rsplit(":", 1)[1])
-        msg = f"serve did not start: {''.join(self.log)}"
-        raise AssertionError(msg)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def serve_process(repo: Path) -> Iterator[type[ServeProcess]]:
-    started: list[ServeProcess] = []
-
-    def start(*args: str) -> ServeProcess:
-        process = ServeProcess("--models", str(repo), *args)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_process) -> None:

@@ -61,7 +61,10 @@ class ServiceConfig:
     # Batches up to this many rows run on the event loop thread (a thread hand-off costs
     # more than a small tabular model); larger ones in the inference threads. 0 = never.
     inline_max_rows: int = 64
-    # Rows waiting per model before new requests get RESOURCE_EXHAUSTED.
+    # Rows waiting per model at which new requests get RESOURCE_EXHAUSTED. A request is
+    # admitted while fewer rows wait, whatever its size (up to max_request_rows), so up to
+    # max_queue_rows + max_request_rows - 1 rows can wait: a legal request is refused only
+    # when the queue is already full, never for the room it needs itself.
     max_queue_rows: int = 65536
     # Most rows in one request (INVALID_ARGUMENT beyond).
     max_request_rows: int = 65536
@@ -147,13 +150,6 @@ class ServiceConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 _fail(name, value, "must be a finite number of seconds, 0 or more")
-        if self.max_queue_rows < self.max_request_rows:
-            _fail(
-                "max_queue_rows",
-                self.max_queue_rows,
-                f"must be at least max_request_rows ({self.max_request_rows}), or a request "
-                "of allowed size could never be queued",
-            )
         if (self.tls_cert is None) != (self.tls_key is None):
             _fail("tls_cert", self.tls_cert, "and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:

@@ -75,6 +75,10 @@ class ServiceConfig:
     # Poll the model repository for new versions this often; 0 turns polling off (SIGHUP
     # still reloads).
     reload_interval_s: float = 10.0
+    # A version that fails to load while any of its files changed less than this long ago is
+    # taken for a copy in progress: retried (every this many seconds), not counted as a
+    # failure. Once its files have stayed unchanged this long, a failure is a refusal.
+    reload_settle_s: float = 5.0
     # p-values in the sliding window behind latentwatch_p_value_drift.
     drift_window: int = 1000
     # TLS: server certificate and key (PEM); with a client CA, clients must present a
@@ -146,7 +150,7 @@ class ServiceConfig:
                 _fail(name, getattr(self, name), "must be at least 1")
         if self.max_message_bytes < 1024:
             _fail("max_message_bytes", self.max_message_bytes, "must be at least 1024")
-        for name in ("max_batch_delay_s", "grace_s", "reload_interval_s"):
+        for name in ("max_batch_delay_s", "grace_s", "reload_interval_s", "reload_settle_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 _fail(name, value, "must be a finite number of seconds, 0 or more")

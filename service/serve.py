@@ -94,6 +94,7 @@ class Service:
             open_scorer=self._open_scorer,
             make_batcher=self._make_batcher,
             metrics=self.metrics,
+            settle_s=config.reload_settle_s,
         )
         self.metrics.set_queue_source(self.models.queued_rows)
         report = await self.models.reload()
@@ -113,8 +114,8 @@ class Service:
         if config.metrics_port >= 0:
             self.metrics_server = self.metrics.serve_http(config.metrics_host, config.metrics_port)
             logger.info("metrics on http://%s:%d/metrics", config.metrics_host, self.metrics_server.port)
-        if config.reload_interval_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self.models.poll(config.reload_interval_s))
+        # Runs with polling off too: it retries versions still being copied until they settle.
+        self._poller = asyncio.get_running_loop().create_task(self.models.poll(config.reload_interval_s))
 
     async def reload(self) -> None:
         """Reload the model repository now (what SIGHUP does)."""
@@ -125,10 +126,11 @@ class Service:
             logger.exception("reloading the model repository failed")
             return
         logger.info(
-            "reload: %d loaded, %d refused, %d removed",
+            "reload: %d loaded, %d refused, %d removed, %d still being written",
             len(report.loaded),
             len(report.failed),
             len(report.removed),
+            len(report.pending),
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -309,6 +311,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECONDS",
         help=f"poll the repository this often, 0 = only on SIGHUP (default {d.reload_interval_s})",
+    )
+    add(
+        "--reload-settle",
+        dest="reload_settle_s",
+        type=float,
+        metavar="SECONDS",
+        help="a version failing to load while its files changed less than this long ago is being "
+        f"copied: retried, not counted as a failure (default {d.reload_settle_s})",
     )
     add(
         "--drift-window",

@@ -91,7 +91,7 @@ def refused(stub: scoring_pb2_grpc.ScoringServiceStub) -> grpc.StatusCode | None
 
 
 def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
-    server = start_server(reload_interval_s=0.1)
+    server = start_server(reload_interval_s=0.1, reload_settle_s=0.5)
     failures: list[BaseException] = []
     seen: list[list[str]] = [[] for _ in range(3)]
     stop = threading.Event()
@@ -117,7 +117,10 @@ def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
         write_broken_bundle(repo / MODEL / "4")
         write_bundle(repo / MODEL / "3")
         wait_until(lambda: all(v and v[-1] == "3" for v in seen))
-        time.sleep(0.3)  # a few more polls: the broken version must not be retried
+        # The broken version is refused (and counted) once its files have settled...
+        labels = {"model": MODEL}
+        wait_until(lambda: sample_value(server.registry, "latentwatch_model_load_failures_total", labels) == 1)
+        time.sleep(0.3)  # ...then a few more polls: it must not be retried
     finally:
         stop.set()
         for thread in threads:

@@ -60,6 +60,7 @@ def test_no_batching_flag_and_defaults() -> None:
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_MAX_BATCH_DELAY_S": "-1"}, "max_batch_delay_s"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_BATCHING": "maybe"}, "batching must be true or false"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_DEVICE": "tpu"}, "device must be one of"),
+        ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_RELOAD_SETTLE_S": "-1"}, "reload_settle_s"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_TLS_CERT": "/nonexistent.pem"}, "tls_key"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_AUTH_TOKENS_FILE": "/nonexistent"}, "not a readable file"),
     ],

@@ -70,7 +70,8 @@ class ServiceConfig:
     max_request_rows: int = 65536
     # Largest gRPC message, both directions (RESOURCE_EXHAUSTED beyond).
     max_message_bytes: int = 64 * 1024 * 1024
-    # On SIGTERM: health turns NOT_SERVING, then calls in flight get this long to finish.
+    # On SIGTERM: health turns NOT_SERVING (still answered), new calls get UNAVAILABLE, and
+    # calls in flight get this long to finish.
     grace_s: float = 10.0
     # Poll the model repository for new versions this often; 0 turns polling off (SIGHUP
     # still reloads).

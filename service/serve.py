@@ -3,8 +3,9 @@
 :class:`Service` puts the parts together (metrics, inference threads, model registry, data
 plane, gRPC server, ``/metrics`` endpoint, repository polling) and takes them apart in
 order. :func:`serve_command` runs it from parsed arguments: SIGTERM or SIGINT drain and
-stop it (health NOT_SERVING, no new calls, calls in flight get ``grace_s``), SIGHUP reloads
-the model repository.
+stop it (health answers NOT_SERVING, new calls get UNAVAILABLE, calls in flight get
+``grace_s``, then the port closes; see ``service.grpc.server``), SIGHUP reloads the model
+repository.
 
 The command line wires it with :func:`add_serve_arguments` and :func:`serve_command`;
 ``python -m service.serve`` runs it alone.

@@ -11,6 +11,7 @@ from, and the value it got.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -88,8 +89,13 @@ class ServiceConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     # Bearer tokens, one per line; when set, every call but health needs
-    # "authorization: Bearer <token>" (UNAUTHENTICATED otherwise).
+    # "authorization: Bearer <token>" (UNAUTHENTICATED otherwise). Tokens need TLS, a
+    # loopback host (a proxy beside the server ends TLS), or trusted_network: over plaintext
+    # anyone on the path can read and replay them.
     auth_tokens_file: Path | None = None
+    # The network between clients and this server is trusted (a mesh that encrypts it, a
+    # private link): bearer tokens are allowed over plaintext, with a warning at start.
+    trusted_network: bool = False
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -163,6 +169,15 @@ class ServiceConfig:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 _fail(name, str(path), "is not a readable file")
+        if self.plaintext_tokens and not self.trusted_network:
+            _fail(
+                "auth_tokens_file",
+                str(self.auth_tokens_file),
+                f"sends bearer tokens in plaintext on host {self.host!r}, where anyone on the network "
+                "can read and replay them: add TLS (tls_cert and tls_key), listen on a loopback "
+                "host behind a proxy that ends TLS, or set trusted_network (--trusted-network) "
+                "if the network is encrypted or private",
+            )
         return self
 
     def replace(self, **changes: Any) -> ServiceConfig:
@@ -172,6 +187,26 @@ class ServiceConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def plaintext_tokens(self) -> bool:
+        """Bearer tokens are on, without TLS, on an address other machines can reach."""
+        return self.auth_tokens_file is not None and not self.tls and not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("[::1]"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _field_types() -> dict[str, str]:

@@ -335,7 +335,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="auth_tokens_file",
         type=Path,
         metavar="FILE",
-        help="bearer tokens, one per line; calls without one get UNAUTHENTICATED",
+        help="bearer tokens, one per line; calls without one get UNAUTHENTICATED (needs TLS, a "
+        "loopback --host, or --trusted-network)",
+    )
+    add(
+        "--trusted-network",
+        action="store_true",
+        default=None,
+        help="allow bearer tokens over plaintext: the network is encrypted or private (a warning at start)",
     )
     add("--log-format", choices=LOG_FORMATS, help=f"log lines as text or JSON (default {d.log_format})")
     add("--log-level", choices=LOG_LEVELS, type=str.upper, help=f"(default {d.log_level})")

@@ -106,6 +106,13 @@ class GrpcServer:
         self.dataplane.registry.add_listener(self._schedule_health_update)
         await self.update_health()
         logger.info("gRPC listening on %s:%d (%s)", config.host, port, "TLS" if config.tls else "plaintext")
+        if config.plaintext_tokens:  # validate() allows it only with trusted_network
+            logger.warning(
+                "bearer tokens travel in plaintext to %s:%d (--trusted-network): anyone who can read "
+                "that network can replay them; prefer TLS (--tls-cert, --tls-key)",
+                config.host,
+                port,
+            )
         return port
 
     async def update_health(self) -> None:

@@ -3,9 +3,11 @@ deadlines, bearer tokens, TLS and mutual TLS, the device setting."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from service.bundle import ONNX_FILE
 from service.client import Client
 from service.errors import ConfigError, ModelNotReady
 from tests.service.conftest import normal_rows, write_bundle
-from tests.service.grpc.conftest import MODEL, hold_rows_in_queue, sample_value, wait_until, x_request
+from tests.service.grpc.conftest import MODEL, ROOT, hold_rows_in_queue, sample_value, wait_until, x_request
 
 
 def write_broken_bundle(directory: Path) -> None:
@@ -171,6 +173,25 @@ def test_bearer_tokens(tmp_path: Path, start_server) -> None:
         assert client.score_x(x, MODEL).rows == 1
     labels = {"model": MODEL, "method": "Score", "code": "UNAUTHENTICATED"}
     assert sample_value(server.registry, "latentwatch_requests_total", labels) == 3
+
+
+def test_serve_refuses_bearer_tokens_over_plaintext_unless_the_network_is_trusted(
+    repo: Path, tmp_path: Path, start_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    command = [sys.executable, "-m", "service.serve", "--models", str(repo), "--auth-tokens", str(tokens)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "sends bearer tokens in plaintext on host '0.0.0.0'" in result.stderr
+    assert "--trusted-network" in result.stderr
+
+    # Said to be trusted: it serves, and says at start that tokens travel in plaintext.
+    with caplog.at_level(logging.WARNING, logger="service.grpc.server"):
+        server = start_server(host="0.0.0.0", auth_tokens_file=tokens, trusted_network=True)
+    assert any("bearer tokens travel in plaintext" in r.getMessage() for r in caplog.records)
+    with Client(f"127.0.0.1:{server.port}", token="secret") as client:
+        assert client.score_x(normal_rows(1, seed=0), MODEL).rows == 1
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -16,8 +16,11 @@ out over those threads instead (parts of at least ``SPLIT_MIN_ROWS`` rows, each 
 a lone 1024-row request uses two cores. Under load it is not: splitting then only adds thread
 hand-offs.
 
-The queue is bounded in rows: a request that would overflow it fails at once with
-:class:`~service.errors.ResourceExhausted`. A failed batch fails its callers only. A caller
+The queue is bounded in rows: while ``max_queue_rows`` or more rows wait, a new request
+fails at once with :class:`~service.errors.ResourceExhausted`. A request is admitted while
+fewer wait, whatever its size, so a legal request is never refused for the room it needs
+itself (two concurrent requests of 40,000 rows both fit a 65,536-row queue), and at most
+``max_queue_rows`` plus one request's rows wait. A failed batch fails its callers only. A caller
 that goes away (cancelled, deadline) has its queued rows skipped. The collector task lives
 only while there is work, so a batcher nobody references is garbage-collected.
 
@@ -77,7 +80,8 @@ class MicroBatcher:
         executor: where ``run`` runs (a thread pool shared by the models).
         max_batch_rows: most rows per ``run`` call; larger requests are split.
         max_batch_delay_s: longest time the oldest queued rows wait for company, seconds.
-        max_queue_rows: most rows waiting; more is refused with ResourceExhausted.
+        max_queue_rows: rows waiting at which new requests are refused with ResourceExhausted
+            (a request finding fewer waiting is admitted whole).
         max_concurrent_batches: batches running at once (at most the executor's threads).
         enabled: False runs each request alone (no queue, no delay), for comparison.
         inline_max_rows: batches up to this many rows run on the event loop thread
@@ -131,16 +135,17 @@ class MicroBatcher:
             Every output of ``run`` for exactly these rows, in order.
 
         Raises:
-            ResourceExhausted: the queue has no room for ``n_rows`` more rows.
+            ResourceExhausted: ``max_queue_rows`` rows or more are already waiting.
             Exception: whatever ``run`` raised for the batch holding these rows.
         """
         if not self.enabled:
             return await self._run_alone(x)
         n = int(x.shape[0])
-        if self._queued_rows + n > self._max_queue_rows:
+        if self._queued_rows >= self._max_queue_rows:
             msg = (
                 f"model {self.name!r}: the scoring queue is full ({self._queued_rows} rows "
-                f"waiting, limit {self._max_queue_rows}); retry later or send fewer rows"
+                f"waiting, limit {self._max_queue_rows}: requests are admitted while fewer rows "
+                "wait, whatever their size); retry later"
             )
             raise ResourceExhausted(msg)
         loop = asyncio.get_running_loop()

@@ -147,6 +147,16 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_publish(commands: argparse._SubParsersAction) -> None:
+    from service.publish import add_publish_arguments
+
+    p = commands.add_parser(
+        "publish", help="copy a bundle into a model repository in one step, so a running server never sees half of it"
+    )
+    add_publish_arguments(p)
+    p.set_defaults(handler=_lazy("service.publish", "publish_command"))
+
+
 def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="the quick start: train, evaluate and score the embedded sample")
     p.add_argument("--out", default="demo-output", help="folder for the sample data and bundle")
@@ -201,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_info,
         _add_sign,
+        _add_publish,
         _add_demo,
         _add_sample,
         _add_interpolate,

@@ -11,6 +11,7 @@ from, and the value it got.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -61,17 +62,25 @@ class ServiceConfig:
     # Batches up to this many rows run on the event loop thread (a thread hand-off costs
     # more than a small tabular model); larger ones in the inference threads. 0 = never.
     inline_max_rows: int = 64
-    # Rows waiting per model before new requests get RESOURCE_EXHAUSTED.
+    # Rows waiting per model at which new requests get RESOURCE_EXHAUSTED. A request is
+    # admitted while fewer rows wait, whatever its size (up to max_request_rows), so up to
+    # max_queue_rows + max_request_rows - 1 rows can wait: a legal request is refused only
+    # when the queue is already full, never for the room it needs itself.
     max_queue_rows: int = 65536
     # Most rows in one request (INVALID_ARGUMENT beyond).
     max_request_rows: int = 65536
     # Largest gRPC message, both directions (RESOURCE_EXHAUSTED beyond).
     max_message_bytes: int = 64 * 1024 * 1024
-    # On SIGTERM: health turns NOT_SERVING, then calls in flight get this long to finish.
+    # On SIGTERM: health turns NOT_SERVING (still answered), new calls get UNAVAILABLE, and
+    # calls in flight get this long to finish.
     grace_s: float = 10.0
     # Poll the model repository for new versions this often; 0 turns polling off (SIGHUP
     # still reloads).
     reload_interval_s: float = 10.0
+    # A version that fails to load while any of its files changed less than this long ago is
+    # taken for a copy in progress: retried (every this many seconds), not counted as a
+    # failure. Once its files have stayed unchanged this long, a failure is a refusal.
+    reload_settle_s: float = 5.0
     # p-values in the sliding window behind latentwatch_p_value_drift.
     drift_window: int = 1000
     # TLS: server certificate and key (PEM); with a client CA, clients must present a
@@ -80,8 +89,13 @@ class ServiceConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     # Bearer tokens, one per line; when set, every call but health needs
-    # "authorization: Bearer <token>" (UNAUTHENTICATED otherwise).
+    # "authorization: Bearer <token>" (UNAUTHENTICATED otherwise). Tokens need TLS, a
+    # loopback host (a proxy beside the server ends TLS), or trusted_network: over plaintext
+    # anyone on the path can read and replay them.
     auth_tokens_file: Path | None = None
+    # The network between clients and this server is trusted (a mesh that encrypts it, a
+    # private link): bearer tokens are allowed over plaintext, with a warning at start.
+    trusted_network: bool = False
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -143,17 +157,10 @@ class ServiceConfig:
                 _fail(name, getattr(self, name), "must be at least 1")
         if self.max_message_bytes < 1024:
             _fail("max_message_bytes", self.max_message_bytes, "must be at least 1024")
-        for name in ("max_batch_delay_s", "grace_s", "reload_interval_s"):
+        for name in ("max_batch_delay_s", "grace_s", "reload_interval_s", "reload_settle_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 _fail(name, value, "must be a finite number of seconds, 0 or more")
-        if self.max_queue_rows < self.max_request_rows:
-            _fail(
-                "max_queue_rows",
-                self.max_queue_rows,
-                f"must be at least max_request_rows ({self.max_request_rows}), or a request "
-                "of allowed size could never be queued",
-            )
         if (self.tls_cert is None) != (self.tls_key is None):
             _fail("tls_cert", self.tls_cert, "and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -162,6 +169,15 @@ class ServiceConfig:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 _fail(name, str(path), "is not a readable file")
+        if self.plaintext_tokens and not self.trusted_network:
+            _fail(
+                "auth_tokens_file",
+                str(self.auth_tokens_file),
+                f"sends bearer tokens in plaintext on host {self.host!r}, where anyone on the network "
+                "can read and replay them: add TLS (tls_cert and tls_key), listen on a loopback "
+                "host behind a proxy that ends TLS, or set trusted_network (--trusted-network) "
+                "if the network is encrypted or private",
+            )
         return self
 
     def replace(self, **changes: Any) -> ServiceConfig:
@@ -171,6 +187,26 @@ class ServiceConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def plaintext_tokens(self) -> bool:
+        """Bearer tokens are on, without TLS, on an address other machines can reach."""
+        return self.auth_tokens_file is not None and not self.tls and not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("[::1]"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _field_types() -> dict[str, str]:

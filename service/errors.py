@@ -50,6 +50,10 @@ class ModelNotReady(LatentwatchError):
     code = "UNAVAILABLE"
 
 
+class ShuttingDown(ModelNotReady):
+    """A call that arrived after the server began to drain: retry it on another replica."""
+
+
 class ResourceExhausted(LatentwatchError):
     """A queue or size limit was reached."""
 

@@ -1,42 +1,54 @@
 """The model repository: ``DIR/<model>/<version>/`` bundles, loaded, verified and swapped.
 
-Every version directory holding a ``manifest.json`` is a candidate (hidden directories,
-starting with ``.``, are ignored, so a trainer can write ``.tmp-*`` and rename). A model
-directory that is itself a bundle (``DIR/<model>/manifest.json``) is one version, labelled
-with the manifest's version. Versions sort numeric-aware (``2`` < ``10``, ``v1.9`` <
-``v1.10``); a request naming no version gets the newest one that loaded.
+Every version directory holding a ``manifest.json`` and a ``model.onnx`` is a candidate
+(hidden directories, starting with ``.``, are ignored, so a trainer can write ``.tmp-*`` and
+rename). A model directory that is itself a bundle (``DIR/<model>/manifest.json``) is one
+version, labelled with the manifest's version. Versions sort numeric-aware (``2`` < ``10``,
+``v1.9`` < ``v1.10``); a request naming no version gets the newest one that loaded.
 
 :meth:`ModelRegistry.reload` (run at start, by polling and on SIGHUP) loads each new or
 changed version fully, off the event loop: read and verify the bundle, open the onnxruntime
 session, run the warm-up; only then does the version become visible, by swapping one
-dictionary reference. A version that fails is refused: logged, counted in
-``latentwatch_model_load_failures_total`` and remembered by its files' size and time, so it
-is retried only once they change; the versions already loaded keep serving. Requests hold a
-reference to the :class:`LoadedModel` they started with, so those in flight when a version
-is replaced or removed finish on it.
+dictionary reference. A version is "changed" when any of its files is (see
+:mod:`service.repository`).
+
+A version that fails to load while its files are still being written (one changed during
+the load, or within the last ``settle_s`` seconds) is *pending*: logged, not counted, and
+retried at every reload (polling retries it every ``settle_s`` even when the repository is
+not polled), so a bundle copied in place file by file is served once the copy completes. A
+version that fails once its files have settled, or for a reason that is not about its files
+(the device), is refused: logged, counted in ``latentwatch_model_load_failures_total`` and
+remembered by its fingerprint, so it is retried only once a file changes; the versions
+already loaded keep serving. Requests hold a reference to the :class:`LoadedModel` they
+started with, so those in flight when a version is replaced or removed finish on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.batching import MicroBatcher
-from service.bundle import MANIFEST_FILE, ONNX_FILE, Manifest
-from service.errors import LatentwatchError, ModelNotFound, quote, quote_list
+from service.bundle import Manifest
+from service.errors import BundleError, LatentwatchError, ModelNotFound, quote, quote_list
 from service.metrics import Metrics
+from service.repository import Fingerprint, Found, fingerprint, last_change, scan
 from service.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
-Fingerprint = tuple[int, ...]
+# A version whose files changed less than this long ago (seconds) and fails to load is taken
+# for a copy in progress: retried, not counted.
+SETTLE_S = 5.0
+# Shortest wait between two retries of a pending version (seconds).
+RETRY_MIN_S = 0.1
 OpenScorer = Callable[[Path], Scorer]
 MakeBatcher = Callable[[str, Scorer], MicroBatcher]
 
@@ -72,6 +84,7 @@ class ReloadReport:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (+ the reason)
     errors: list[Exception] = field(default_factory=list)  # one per failed entry
     removed: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # still being written (+ why not loaded)
 
     @property
     def changed(self) -> bool:
@@ -85,23 +98,6 @@ def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p)
 
 
-def _fingerprint(directory: Path) -> Fingerprint | None:
-    """Size and modification time of the bundle's two files; None if one is missing."""
-    try:
-        stats = [(directory / name).stat() for name in (MANIFEST_FILE, ONNX_FILE)]
-    except OSError:
-        return None
-    return tuple(v for s in stats for v in (s.st_size, s.st_mtime_ns))
-
-
-def _manifest_version(directory: Path) -> str:
-    try:
-        version = json.loads((directory / MANIFEST_FILE).read_text()).get("version")
-    except (OSError, ValueError, AttributeError):
-        version = None
-    return str(version) if version else "1"
-
-
 class ModelRegistry:
     """Models by name and version, read from ``root``.
 
@@ -113,6 +109,10 @@ class ModelRegistry:
         metrics: where loads, failures and ``latentwatch_model_info`` are recorded.
         load_executor: where bundles load (one thread by default), so loading never blocks
             the event loop or the inference threads.
+        settle_s: how long a version's files must have stayed unchanged before a failure to
+            load it counts as a refusal (seconds).
+        clock: the time now, on ``time.time()``'s scale (files' change times are compared
+            with it).
     """
 
     def __init__(
@@ -123,6 +123,8 @@ class ModelRegistry:
         make_batcher: MakeBatcher,
         metrics: Metrics | None = None,
         load_executor: Executor | None = None,
+        settle_s: float = SETTLE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = Path(root)
         self._open_scorer = open_scorer
@@ -131,7 +133,12 @@ class ModelRegistry:
         self._load_executor = load_executor or ThreadPoolExecutor(1, "latentwatch-load")
         # name -> version -> model; replaced as a whole (copy on write), never mutated.
         self._models: dict[str, dict[str, LoadedModel]] = {}
+        self._settle_s = settle_s
+        self._clock = clock
         self._refused: dict[tuple[str, str], Fingerprint] = {}
+        # Versions still being written: their fingerprint and when it was first seen.
+        self._pending: dict[tuple[str, str], tuple[Fingerprint, float]] = {}
+        self._pending_seen: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._listeners: list[Callable[[ModelRegistry], None]] = []
 
@@ -189,32 +196,14 @@ class ModelRegistry:
 
     # -- loading --------------------------------------------------------------------------
 
-    def scan(self) -> dict[str, dict[str, tuple[Path, Fingerprint]]]:
+    def scan(self) -> Found:
         """The bundles on disk now: model -> version -> (directory, fingerprint)."""
-        found: dict[str, dict[str, tuple[Path, Fingerprint]]] = {}
-        if not self.root.is_dir():
-            logger.warning("model repository %s is not a directory", self.root)
-            return found
-        for model_dir in sorted(self.root.iterdir()):
-            if not model_dir.is_dir() or model_dir.name.startswith("."):
-                continue
-            versions: dict[str, tuple[Path, Fingerprint]] = {}
-            if (model_dir / MANIFEST_FILE).is_file():
-                fingerprint = _fingerprint(model_dir)
-                if fingerprint is not None:
-                    versions[_manifest_version(model_dir)] = (model_dir, fingerprint)
-            else:
-                for version_dir in sorted(model_dir.iterdir()):
-                    if not version_dir.is_dir() or version_dir.name.startswith("."):
-                        continue
-                    fingerprint = _fingerprint(version_dir)
-                    if fingerprint is None:
-                        logger.debug("skipping %s: no complete bundle (yet)", version_dir)
-                        continue
-                    versions[version_dir.name] = (version_dir, fingerprint)
-            if versions:
-                found[model_dir.name] = versions
-        return found
+        return scan(self.root)
+
+    @property
+    def pending(self) -> list[tuple[str, str]]:
+        """Versions that did not load while their files were still being written."""
+        return sorted(self._pending)
 
     async def reload(self) -> ReloadReport:
         """Load new or changed versions, drop vanished ones; see the module docstring."""
@@ -228,22 +217,38 @@ class ModelRegistry:
                     path, fingerprint = found[name][version]
                     await self._load_if_new(name, version, path, fingerprint, report)
             self._drop_vanished(found, report)
-            self._refused = {
-                key: fp for key, fp in self._refused.items() if key[0] in found and key[1] in found[key[0]]
-            }
+            self._refused = {key: fp for key, fp in self._refused.items() if key[1] in found.get(key[0], {})}
+            self._pending = {key: seen for key, seen in self._pending.items() if key[1] in found.get(key[0], {})}
+            if self._pending:
+                self._pending_event().set()
             if report.changed:
                 for callback in self._listeners:
                     callback(self)
             return report
 
     async def poll(self, interval_s: float) -> None:
-        """Reload every ``interval_s`` seconds until cancelled; errors are logged."""
+        """Reload every ``interval_s`` seconds (0: only when a version is pending) and, while
+        one is, every ``settle_s`` seconds, until cancelled; errors are logged."""
         while True:
-            await asyncio.sleep(interval_s)
+            if self._pending:
+                delay = self._settle_s if interval_s <= 0 else min(interval_s, self._settle_s)
+            elif interval_s > 0:
+                delay = interval_s
+            else:
+                event = self._pending_event()
+                event.clear()
+                await event.wait()  # a reload (SIGHUP) left a version pending
+                continue
+            await asyncio.sleep(max(delay, RETRY_MIN_S))
             try:
                 await self.reload()
             except Exception:
                 logger.exception("reloading the model repository %s failed", self.root)
+
+    def _pending_event(self) -> asyncio.Event:
+        if self._pending_seen is None:
+            self._pending_seen = asyncio.Event()
+        return self._pending_seen
 
     async def _load_if_new(
         self, name: str, version: str, path: Path, fingerprint: Fingerprint, report: ReloadReport
@@ -257,16 +262,7 @@ class ModelRegistry:
         try:
             scorer = await loop.run_in_executor(self._load_executor, self._open_scorer, path)
         except Exception as err:
-            reason = err.message if isinstance(err, LatentwatchError) else repr(err)
-            if isinstance(err, LatentwatchError):
-                logger.error("refused model %s version %s: %s", name, version, reason)
-            else:
-                logger.exception("refused model %s version %s", name, version)
-            self._refused[(name, version)] = fingerprint
-            if self._metrics is not None:
-                self._metrics.load_failed(name)
-            report.failed.append((name, version, reason))
-            report.errors.append(err)
+            await self._load_failed(name, version, path, fingerprint, err, report)
             return
         loaded = LoadedModel(
             name=name,
@@ -277,6 +273,7 @@ class ModelRegistry:
             fingerprint=fingerprint,
         )
         self._refused.pop((name, version), None)
+        self._pending.pop((name, version), None)
         self._models = {**self._models, name: {**self._models.get(name, {}), version: loaded}}
         if current is not None:
             self._record_unload(current)
@@ -294,7 +291,53 @@ class ModelRegistry:
         )
         report.loaded.append((name, version))
 
-    def _drop_vanished(self, found: dict[str, dict[str, tuple[Path, Fingerprint]]], report: ReloadReport) -> None:
+    async def _load_failed(
+        self, name: str, version: str, path: Path, fp: Fingerprint, err: Exception, report: ReloadReport
+    ) -> None:
+        """A version did not load: pending while its files are being written, else refused."""
+        reason = err.message if isinstance(err, LatentwatchError) else repr(err)
+        if await self._being_written((name, version), path, fp, err):
+            logger.info(
+                "model %s version %s is not complete yet (%s); retrying until its files stop changing",
+                name,
+                version,
+                reason,
+            )
+            report.pending.append((name, version, reason))
+            return
+        self._pending.pop((name, version), None)
+        if isinstance(err, LatentwatchError):
+            logger.error("refused model %s version %s: %s", name, version, reason)
+        else:
+            logger.exception("refused model %s version %s", name, version)
+        self._refused[(name, version)] = fp
+        if self._metrics is not None:
+            self._metrics.load_failed(name)
+        report.failed.append((name, version, reason))
+        report.errors.append(err)
+
+    async def _being_written(self, key: tuple[str, str], path: Path, fp: Fingerprint, err: Exception) -> bool:
+        """Whether a failure to load may come from a copy in progress: the bundle's files were
+        the problem (not the device), and they changed during the load, or both their last
+        change and this registry's first sight of them as they are now are less than
+        ``settle_s`` seconds old.
+
+        The first sight bounds the wait where file times cannot be trusted (a file server's
+        clock ahead of this one's)."""
+        if not isinstance(err, (BundleError, OSError)):
+            return False
+        after = await asyncio.get_running_loop().run_in_executor(self._load_executor, fingerprint, path)
+        now = self._clock()
+        if after != fp:
+            self._pending[key] = (after or fp, now)
+            return True
+        seen, first_seen = self._pending.get(key, (fp, now))
+        if seen != fp:
+            first_seen = now
+        self._pending[key] = (fp, first_seen)
+        return now - last_change(fp) < self._settle_s and now - first_seen < self._settle_s
+
+    def _drop_vanished(self, found: Found, report: ReloadReport) -> None:
         models = {}
         for name, versions in self._models.items():
             kept = {v: m for v, m in versions.items() if v in found.get(name, {})}

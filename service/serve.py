@@ -3,8 +3,9 @@
 :class:`Service` puts the parts together (metrics, inference threads, model registry, data
 plane, gRPC server, ``/metrics`` endpoint, repository polling) and takes them apart in
 order. :func:`serve_command` runs it from parsed arguments: SIGTERM or SIGINT drain and
-stop it (health NOT_SERVING, no new calls, calls in flight get ``grace_s``), SIGHUP reloads
-the model repository.
+stop it (health answers NOT_SERVING, new calls get UNAVAILABLE, calls in flight get
+``grace_s``, then the port closes; see ``service.grpc.server``), SIGHUP reloads the model
+repository.
 
 The command line wires it with :func:`add_serve_arguments` and :func:`serve_command`;
 ``python -m service.serve`` runs it alone.
@@ -15,17 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from service.config import DEVICES, LOG_FORMATS, LOG_LEVELS, ServiceConfig
 from service.errors import ConfigError, LatentwatchError, ModelNotReady
+from service.logs import configure_logging
 
 # The parts (numpy, pandas, onnxruntime, grpc) load when a Service is built, not with this
 # module: building the command line's parser (add_serve_arguments) stays fast.
@@ -95,6 +95,7 @@ class Service:
             open_scorer=self._open_scorer,
             make_batcher=self._make_batcher,
             metrics=self.metrics,
+            settle_s=config.reload_settle_s,
         )
         self.metrics.set_queue_source(self.models.queued_rows)
         report = await self.models.reload()
@@ -114,8 +115,8 @@ class Service:
         if config.metrics_port >= 0:
             self.metrics_server = self.metrics.serve_http(config.metrics_host, config.metrics_port)
             logger.info("metrics on http://%s:%d/metrics", config.metrics_host, self.metrics_server.port)
-        if config.reload_interval_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self.models.poll(config.reload_interval_s))
+        # Runs with polling off too: it retries versions still being copied until they settle.
+        self._poller = asyncio.get_running_loop().create_task(self.models.poll(config.reload_interval_s))
 
     async def reload(self) -> None:
         """Reload the model repository now (what SIGHUP does)."""
@@ -126,10 +127,11 @@ class Service:
             logger.exception("reloading the model repository failed")
             return
         logger.info(
-            "reload: %d loaded, %d refused, %d removed",
+            "reload: %d loaded, %d refused, %d removed, %d still being written",
             len(report.loaded),
             len(report.failed),
             len(report.removed),
+            len(report.pending),
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -312,6 +314,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"poll the repository this often, 0 = only on SIGHUP (default {d.reload_interval_s})",
     )
     add(
+        "--reload-settle",
+        dest="reload_settle_s",
+        type=float,
+        metavar="SECONDS",
+        help="a version failing to load while its files changed less than this long ago is being "
+        f"copied: retried, not counted as a failure (default {d.reload_settle_s})",
+    )
+    add(
         "--drift-window",
         type=int,
         metavar="N",
@@ -325,7 +335,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="auth_tokens_file",
         type=Path,
         metavar="FILE",
-        help="bearer tokens, one per line; calls without one get UNAUTHENTICATED",
+        help="bearer tokens, one per line; calls without one get UNAUTHENTICATED (needs TLS, a "
+        "loopback --host, or --trusted-network)",
+    )
+    add(
+        "--trusted-network",
+        action="store_true",
+        default=None,
+        help="allow bearer tokens over plaintext: the network is encrypted or private (a warning at start)",
     )
     add("--log-format", choices=LOG_FORMATS, help=f"log lines as text or JSON (default {d.log_format})")
     add("--log-level", choices=LOG_LEVELS, type=str.upper, help=f"(default {d.log_level})")
@@ -342,47 +359,6 @@ def serve_command(args: argparse.Namespace) -> int:
     config = ServiceConfig.load(flags, config_file=getattr(args, "config_file", None))
     configure_logging(config.log_format, config.log_level)
     return asyncio.run(run_service(config))
-
-
-def _request_id() -> str:
-    from service.grpc.interceptors import request_id
-
-    return request_id.get()
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id()
-        return True
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id (+ exception)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
-    """Log to stderr as text or JSON lines, each record carrying the call's request id."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,10 @@
   ``latentwatch_request_duration_seconds`` (health and reflection are not);
 - with bearer tokens configured, every call but health checks needs the metadata
   ``authorization: Bearer <token>`` and gets UNAUTHENTICATED otherwise;
+- once :attr:`ServiceInterceptor.draining` is set (the server is stopping), a new call gets
+  UNAVAILABLE saying the server is shutting down (:class:`~service.errors.ShuttingDown`),
+  but for health, reflection and the V2 probes (``ServerLive``, ``ServerReady``,
+  ``ModelReady``), which keep answering (not ready); calls already begun go on;
 - each call gets a request id (the caller's ``x-request-id`` metadata, echoed back in the
   trailing metadata, or a new one), set in :data:`request_id` for the logs and named in
   INTERNAL errors.
@@ -33,7 +37,8 @@ from typing import Any
 
 import grpc
 
-from service.errors import InvalidInput, LatentwatchError
+from service._proto.inference import grpc_predict_v2_pb2
+from service.errors import InvalidInput, LatentwatchError, ShuttingDown
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -46,6 +51,9 @@ REFLECTION_PREFIX = "/grpc.reflection."
 # Request fields that name the model, by API: own (model), V2 infer (model_name), V2 ready
 # and metadata (name).
 MODEL_FIELDS = ("model", "model_name", "name")
+# V2 probes, answered while draining (they then say "not ready").
+_OIP = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+PROBE_METHODS = frozenset(f"/{_OIP}/{name}" for name in ("ServerLive", "ServerReady", "ModelReady"))
 
 
 def status_code(code_name: str) -> grpc.StatusCode:
@@ -91,6 +99,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
         #: Calls of the scoring APIs in progress (health and reflection are not counted).
         self.active = 0
+        #: Calls begun so far that a drain refuses (those refused included; not the probes).
+        self.begun = 0
+        #: Set when the server stops: new calls are refused (see the module docstring).
+        self.draining = False
 
     async def intercept_service(
         self,
@@ -114,7 +126,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         needs_auth = self._tokens is not None and not is_health
         short = method.rsplit("/", 1)[-1]
         parse = RequestParser(handler.request_deserializer)
-        call = _Call(self, short, parse, counted=counted, needs_auth=needs_auth)
+        drains = counted and method not in PROBE_METHODS
+        call = _Call(self, short, parse, counted=counted, needs_auth=needs_auth, drains=drains)
         # Requests arrive as bytes and are parsed inside the call, where a body that does not
         # parse becomes INVALID_ARGUMENT (grpc's own deserialization would answer UNKNOWN).
         serializers = {"request_deserializer": None, "response_serializer": handler.response_serializer}
@@ -185,19 +198,28 @@ class _Call:
     """The per-method wrapper: one instance per method, shared by its calls."""
 
     def __init__(
-        self, owner: ServiceInterceptor, method: str, parse: RequestParser, *, counted: bool, needs_auth: bool
+        self,
+        owner: ServiceInterceptor,
+        method: str,
+        parse: RequestParser,
+        *,
+        counted: bool,
+        needs_auth: bool,
+        drains: bool,
     ) -> None:
         self.owner = owner
         self.method = method
         self.parse = parse
         self.counted = counted
         self.needs_auth = needs_auth
+        self.drains = drains  # refused once the server drains
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             outcome = _Outcome(self, context)
             request = await outcome.begin(request)
             try:
+                outcome.check_open()
                 outcome.check_parsed()
                 return await behavior(request, context)
             except BaseException as err:  # re-raised or mapped in fail()
@@ -216,6 +238,7 @@ class _Call:
             outcome = _Outcome(self, context)
             request = await outcome.begin(request)
             try:
+                outcome.check_open()
                 outcome.check_parsed()
                 async for response in behavior(request, context):
                     yield response
@@ -253,6 +276,11 @@ class _Outcome:
             self.model = self.call.owner.model_label(request)
         return request
 
+    def check_open(self) -> None:
+        if self.call.drains and self.call.owner.draining:
+            msg = "the server is shutting down and takes no new calls; retry on another replica"
+            raise ShuttingDown(msg)
+
     def check_parsed(self) -> None:
         if self.parse_error is not None:
             raise self.parse_error
@@ -270,6 +298,8 @@ class _Outcome:
         self.token = request_id.set(rid or _new_request_id())
         if self.call.counted:
             self.call.owner.active += 1
+        if self.call.drains:
+            self.call.owner.begun += 1
         request = self._parsed(request)
         if self.call.needs_auth and not self.call.owner.authorized(self.context):
             self.code = "UNAUTHENTICATED"

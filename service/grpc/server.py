@@ -1,8 +1,10 @@
 """The ``grpc.aio`` server: both APIs, ``grpc.health.v1``, reflection, and a graceful stop.
 
 Health answers for the whole server (``""``), for each API's service name, and for each
-model by its name: SERVING while it is loaded. :meth:`GrpcServer.stop` turns everything to
-NOT_SERVING first, then stops taking calls and gives those in flight ``grace`` seconds.
+model by its name: SERVING while it is loaded. :meth:`GrpcServer.stop` drains before it
+stops: health turns NOT_SERVING and keeps answering, new scoring calls get UNAVAILABLE
+saying the server is shutting down, calls in flight get ``grace`` seconds to finish; only
+then does the port close.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full
 OIP_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# The drain ends once no scoring call has been in flight or begun for DRAIN_QUIET_TICKS
+# checks in a row, DRAIN_TICK_S seconds apart (or when the grace period ends). The quiet
+# spell is there for calls the transport had accepted but not yet handed to the server's
+# loop (it takes them one at a time): they reach the interceptor and get an answer, where
+# closing the port would cancel them.
+DRAIN_TICK_S = 0.01
+DRAIN_QUIET_TICKS = 10
 
 
 class GrpcServer:
@@ -97,6 +106,13 @@ class GrpcServer:
         self.dataplane.registry.add_listener(self._schedule_health_update)
         await self.update_health()
         logger.info("gRPC listening on %s:%d (%s)", config.host, port, "TLS" if config.tls else "plaintext")
+        if config.plaintext_tokens:  # validate() allows it only with trusted_network
+            logger.warning(
+                "bearer tokens travel in plaintext to %s:%d (--trusted-network): anyone who can read "
+                "that network can replay them; prefer TLS (--tls-cert, --tls-key)",
+                config.host,
+                port,
+            )
         return port
 
     async def update_health(self) -> None:
@@ -113,27 +129,49 @@ class GrpcServer:
         self._models_in_health |= names
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """NOT_SERVING everywhere, refuse new calls, let calls in flight finish in ``grace_s``.
+        """Drain for up to ``grace_s`` seconds, then close the port; see the module docstring.
 
-        Once the scoring calls have finished, the rest (health ``Watch`` streams, which never
-        end by themselves) is cancelled at once rather than at the end of the grace period.
+        The port stays open while draining, so that a health check gets NOT_SERVING rather
+        than a refused connection (what a Kubernetes probe expects), and every call that
+        reached the server before the drain finishes or is told the server is shutting down.
+        Once the scoring calls are done, health ``Watch`` streams (which never end by
+        themselves) are ended too, so the stop does not wait out the grace period.
         """
         grace = self.config.grace_s if grace_s is None else grace_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.dataplane.shutting_down = True
         await self.health.enter_graceful_shutdown()
         server, self._server = self._server, None
         if server is None:
             return
-        logger.info("stopping: draining %d call(s) in flight for up to %.1f s", self._active(), grace)
-        loop = asyncio.get_running_loop()
-        # One stop call only: two overlapping ones crash grpcio 1.85 (a segmentation fault).
-        stopping = loop.create_task(server.stop(grace))
-        deadline = loop.time() + grace
-        while self._active() > 0 and loop.time() < deadline and not stopping.done():
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # let the NOT_SERVING updates reach the watchers
+        if self._interceptor is not None:
+            self._interceptor.draining = True
+        logger.info(
+            "stopping: health NOT_SERVING, new calls refused, %d call(s) in flight get up to %.1f s",
+            self._active(),
+            grace,
+        )
+        await self._drain(deadline)
         await self.health.close_watches()
-        await stopping
+        if self._active() > 0:
+            logger.warning("grace period over: cancelling %d call(s) still in flight", self._active())
+        # One stop call only: two overlapping ones crash grpcio 1.85 (a segmentation fault).
+        await server.stop(max(0.0, deadline - loop.time()))
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait until no scoring call is in flight or arriving (see ``DRAIN_QUIET_TICKS``), or ``deadline``."""
+        interceptor = self._interceptor
+        if interceptor is None:
+            return
+        loop = asyncio.get_running_loop()
+        seen, quiet = interceptor.begun, 0
+        while quiet < DRAIN_QUIET_TICKS and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_TICK_S)
+            if interceptor.active == 0 and interceptor.begun == seen:
+                quiet += 1
+            else:
+                seen, quiet = interceptor.begun, 0
 
     def _active(self) -> int:
         return self._interceptor.active if self._interceptor is not None else 0

@@ -178,3 +178,15 @@ def make_bundle(tmp_path: Path) -> Callable[..., Path]:
 def bundle_dir(make_bundle: Callable[..., Path]) -> Path:
     """The default fixture bundle."""
     return make_bundle()
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VAE bundle trained on :func:`mixed_table` by the project's trainer: numeric, integer,
+    string and boolean features; ``manifest.json``, ``model.onnx`` and ``decoder.onnx``."""
+    from tests.training.tables import QUICK, mixed_table
+    from training.pipeline import train_bundle
+
+    out = tmp_path_factory.mktemp("trained-bundle") / "bundle"
+    train_bundle(mixed_table(600, seed=0), out, overrides=dict(QUICK))
+    return out

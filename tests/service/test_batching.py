@@ -168,7 +168,8 @@ def test_once_callers_share_batches_the_delay_applies(executor) -> None:
 
 
 def test_full_queue_is_refused_at_once(executor) -> None:
-    # One slot, busy for 0.2 s with a first request: later rows wait in the queue.
+    # One slot, busy for 0.2 s with a first request: later rows wait in the queue. A request
+    # is admitted while fewer than max_queue_rows rows wait, whatever its size.
     batcher = MicroBatcher(
         Recorder(pause_s=0.2),
         executor=executor,
@@ -184,11 +185,11 @@ def test_full_queue_is_refused_at_once(executor) -> None:
         first = asyncio.ensure_future(batcher.submit(rows(80, 0)))
         await asyncio.sleep(0)
         assert batcher.queued_rows == 80
-        with pytest.raises(ResourceExhausted, match=r"queue is full \(80 rows waiting, limit 100\)"):
-            await batcher.submit(rows(30, 0))
-        last = asyncio.ensure_future(batcher.submit(rows(20, 0)))  # fits: 80 + 20 <= 100
+        last = asyncio.ensure_future(batcher.submit(rows(30, 0)))  # 80 < 100 wait: admitted whole
         await asyncio.sleep(0)
-        assert batcher.queued_rows == 100
+        assert batcher.queued_rows == 110
+        with pytest.raises(ResourceExhausted, match=r"queue is full \(110 rows waiting, limit 100"):
+            await batcher.submit(rows(1, 0))
         await asyncio.gather(busy, first, last)
 
     asyncio.run(main())

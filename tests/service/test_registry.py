@@ -1,10 +1,14 @@
 """ModelRegistry on real bundles: discovery, numeric-aware versions, swap after a full load,
-broken versions refused (and counted) while the old one serves, in-flight requests."""
+broken versions refused (and counted) while the old one serves, in-flight requests, bundles
+copied into place file by file."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,10 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from service.batching import MicroBatcher
-from service.bundle import MANIFEST_FILE, ONNX_FILE
+from service.bundle import DECODER_FILE, MANIFEST_FILE, ONNX_FILE
 from service.errors import ModelNotFound
 from service.metrics import Metrics
-from service.registry import ModelRegistry, version_key
+from service.registry import SETTLE_S, ModelRegistry, version_key
 from service.scorer import Scorer
 from tests.service.conftest import ALPHA, normal_rows, reference_outputs, write_bundle
 
@@ -32,20 +36,44 @@ def metrics() -> Metrics:
     return Metrics(CollectorRegistry(), process_metrics=False)
 
 
+# A clock step after which every file a test wrote is older than the settle time.
+SETTLED_S = SETTLE_S + 60
+
+
+class FakeClock:
+    """``time.time()`` frozen at its creation, moved on only by :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
-def make_registry(tmp_path: Path, executor, metrics: Metrics):
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path, executor, metrics: Metrics, clock: FakeClock):
     opened: list[Path] = []
 
     def open_scorer(path: Path) -> Scorer:
         opened.append(path)
         return Scorer.open(path, device="cpu", intra_op_threads=1)
 
-    def make(root: Path | None = None) -> ModelRegistry:
+    def make(root: Path | None = None, **settings: float) -> ModelRegistry:
         registry = ModelRegistry(
             root or tmp_path / "models",
             open_scorer=open_scorer,
             make_batcher=lambda name, scorer: MicroBatcher(scorer.run, executor=executor, name=name),
             metrics=metrics,
+            clock=clock,
+            **settings,
         )
         registry.opened = opened  # type: ignore[attr-defined]
         return registry
@@ -104,7 +132,9 @@ def test_unchanged_versions_are_not_reloaded(tmp_path: Path, make_registry) -> N
     assert len(registry.opened) == 1
 
 
-def test_broken_version_is_refused_counted_and_old_keeps_serving(tmp_path: Path, make_registry, metrics) -> None:
+def test_broken_version_is_refused_counted_and_old_keeps_serving(
+    tmp_path: Path, make_registry, metrics, clock: FakeClock
+) -> None:
     root = tmp_path / "models"
     write_bundle(root / "sensors" / "1")
     registry = make_registry()
@@ -113,6 +143,7 @@ def test_broken_version_is_refused_counted_and_old_keeps_serving(tmp_path: Path,
 
     write_bundle(root / "sensors" / "2")
     break_bundle(root / "sensors" / "2")
+    clock.advance(SETTLED_S)  # its files have stopped changing
     report = asyncio.run(registry.reload())
     assert report.loaded == []
     assert [(m, v) for m, v, _ in report.failed] == [("sensors", "2")]
@@ -125,19 +156,20 @@ def test_broken_version_is_refused_counted_and_old_keeps_serving(tmp_path: Path,
     asyncio.run(registry.reload())
     assert failures(metrics, "sensors") == 1
 
-    write_bundle(root / "sensors" / "2")  # fixed in place
+    write_bundle(root / "sensors" / "2")  # fixed in place: retried at once
     report = asyncio.run(registry.reload())
     assert report.loaded == [("sensors", "2")]
     assert registry.get("sensors").version == "2"
 
 
-def test_broken_only_version_means_not_served(tmp_path: Path, make_registry, metrics) -> None:
+def test_broken_only_version_means_not_served(tmp_path: Path, make_registry, metrics, clock: FakeClock) -> None:
     root = tmp_path / "models"
     write_bundle(root / "sensors" / "1")
     manifest = root / "sensors" / "1" / MANIFEST_FILE
     data = json.loads(manifest.read_text())
     data["features"][0]["kind"] = "mystery"
     manifest.write_text(json.dumps(data))
+    clock.advance(SETTLED_S)
     registry = make_registry()
     report = asyncio.run(registry.reload())
     assert "mystery" in report.failed[0][2]
@@ -206,3 +238,102 @@ def test_listeners_hear_about_changes(tmp_path: Path, make_registry) -> None:
     asyncio.run(registry.reload())
     asyncio.run(registry.reload())
     assert heard == [["sensors"]]
+
+
+BUNDLE_FILES = (MANIFEST_FILE, ONNX_FILE, DECODER_FILE)
+
+
+def copy_half(source: Path, target: Path, name: str) -> None:
+    """Write the first half of ``source/name`` as ``target/name``: a copy under way."""
+    target.mkdir(parents=True, exist_ok=True)
+    data = (source / name).read_bytes()
+    (target / name).write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(BUNDLE_FILES)), ids="-".join)
+def test_a_bundle_copied_file_by_file_in_any_order_is_served_once_complete(
+    tmp_path: Path, make_registry, metrics, trained_bundle: Path, order: tuple[str, ...]
+) -> None:
+    # As `cp -r` does into a running server's repository: file after file, each written in
+    # pieces, with a reload (a poll, or SIGHUP) after each piece. The clock stands still,
+    # so the files are always fresh.
+    assert sorted(p.name for p in trained_bundle.iterdir()) == sorted(BUNDLE_FILES)
+    target = tmp_path / "models" / "sensors" / "2"
+    registry = make_registry()
+
+    async def copy() -> list[list[tuple[str, str]]]:
+        pending = []
+        for name in order:
+            copy_half(trained_bundle, target, name)
+            for whole in (False, True):
+                if whole:
+                    shutil.copy(trained_bundle / name, target / name)
+                    if name == order[-1]:
+                        break
+                report = await registry.reload()
+                assert report.failed == []
+                assert registry.versions("sensors") == []
+                assert failures(metrics, "sensors") == 0
+                pending.append([(m, v) for m, v, _ in report.pending])
+        report = await registry.reload()
+        assert report.loaded == [("sensors", "2")]
+        return pending
+
+    pending = asyncio.run(copy())
+    assert registry.get("sensors").version == "2"
+    assert failures(metrics, "sensors") == 0
+    assert registry.pending == []
+    # Once manifest.json and model.onnx were there, each failed load was "pending": retried.
+    assert pending[-1] == [("sensors", "2")]
+
+
+def test_a_copy_left_incomplete_is_refused_once_settled_and_retried_when_a_file_changes(
+    tmp_path: Path, make_registry, metrics, trained_bundle: Path, clock: FakeClock
+) -> None:
+    target = tmp_path / "models" / "sensors" / "2"
+    target.mkdir(parents=True)
+    for name in (MANIFEST_FILE, ONNX_FILE):  # decoder.onnx is missing
+        shutil.copy(trained_bundle / name, target / name)
+    registry = make_registry()
+
+    report = asyncio.run(registry.reload())
+    assert [(m, v) for m, v, _ in report.pending] == [("sensors", "2")]
+    assert report.failed == []
+    assert failures(metrics, "sensors") == 0
+
+    clock.advance(SETTLED_S)  # nothing changed since: a broken bundle, not a copy in progress
+    report = asyncio.run(registry.reload())
+    assert [(m, v) for m, v, _ in report.failed] == [("sensors", "2")]
+    assert DECODER_FILE in report.failed[0][2]
+    assert failures(metrics, "sensors") == 1
+    asyncio.run(registry.reload())  # not retried while nothing changes
+    assert failures(metrics, "sensors") == 1
+
+    shutil.copy(trained_bundle / DECODER_FILE, target / DECODER_FILE)  # the missing file arrives
+    report = asyncio.run(registry.reload())
+    assert report.loaded == [("sensors", "2")]
+    assert failures(metrics, "sensors") == 1
+
+
+def test_polling_retries_a_pending_version_even_when_the_repository_is_not_polled(
+    tmp_path: Path, make_registry, metrics, trained_bundle: Path
+) -> None:
+    target = tmp_path / "models" / "sensors" / "2"
+    registry = make_registry(settle_s=0.05)
+
+    async def main() -> None:
+        copy_half(trained_bundle, target, MANIFEST_FILE)
+        shutil.copy(trained_bundle / ONNX_FILE, target / ONNX_FILE)
+        report = await registry.reload()  # what SIGHUP does, in the middle of the copy
+        assert [(m, v) for m, v, _ in report.pending] == [("sensors", "2")]
+        poller = asyncio.ensure_future(registry.poll(0))  # 0: no scheduled polls
+        shutil.copy(trained_bundle / DECODER_FILE, target / DECODER_FILE)
+        shutil.copy(trained_bundle / MANIFEST_FILE, target / MANIFEST_FILE)
+        deadline = time.monotonic() + 30  # a guard against a hang, not a timing check
+        while not registry.versions("sensors") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        poller.cancel()
+
+    asyncio.run(main())
+    assert registry.versions("sensors") == ["2"]
+    assert failures(metrics, "sensors") == 0

@@ -1,4 +1,4 @@
-"""Fixtures of the batch-scoring tests: a real trained bundle and tables to score."""
+"""Fixtures of the batch-scoring tests: tables to score (the trained bundle is in ``tests/service/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from tests.training.tables import QUICK, mixed_table
-
-
-@pytest.fixture(scope="session")
-def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A VAE bundle trained on :func:`mixed_table`: numeric, integer, string and boolean features."""
-    from training.pipeline import train_bundle
-
-    out = tmp_path_factory.mktemp("batch-bundle") / "bundle"
-    train_bundle(mixed_table(600, seed=0), out, overrides=dict(QUICK))
-    return out
+from tests.training.tables import mixed_table
 
 
 def scoring_table(n_rows: int = 2500, seed: int = 1) -> pd.DataFrame:

@@ -2,13 +2,19 @@
 
 The server runs its own event loop in a background thread (as in production: ``grpc.aio``
 with onnxruntime in a thread pool); tests talk to it with ordinary synchronous gRPC stubs
-over 127.0.0.1 on the port the server bound (port 0 asks the OS for a free one).
+over 127.0.0.1 on the port the server bound (port 0 asks the OS for a free one). Tests of
+signals run ``python -m service.serve`` itself (:class:`ServeProcess`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +33,78 @@ from tests.service.conftest import write_bundle
 
 T = TypeVar("T")
 MODEL = "sensors"
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (a guard against hangs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            msg = f"condition not met within {timeout} s"
+            raise AssertionError(msg)
+        time.sleep(step)
+
+
+class ServeProcess:
+    """``python -m service.serve`` in a subprocess; its port read from its log."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.serve", *args],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.port = self._wait_for_port()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.log.append(line)
+            if "gRPC listening on" in line:
+                return int(line.split("gRPC listening on ")[1].split()[0].rsplit(":", 1)[1])
+        msg = f"serve did not start: {''.join(self.log)}"
+        raise AssertionError(msg)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def serve_process(repo: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Factory: ``serve_process(*serve_flags)`` -> a :class:`ServeProcess` on ``repo``."""
+    started: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        process = ServeProcess("--models", str(repo), *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 class ServerThread:

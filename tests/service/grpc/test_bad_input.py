@@ -29,7 +29,14 @@ from service.errors import (
 )
 from service.grpc.interceptors import status_code
 from tests.service.conftest import normal_rows
-from tests.service.grpc.conftest import MODEL, columns_request, hold_rows_in_queue, sample_value, x_request
+from tests.service.grpc.conftest import (
+    MODEL,
+    columns_request,
+    hold_rows_in_queue,
+    sample_value,
+    wait_until,
+    x_request,
+)
 
 MAX_REQUEST_ROWS = 100
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -221,7 +228,7 @@ def test_server_keeps_serving_others_while_refusing_bad_calls(strict_server, str
 
 def test_full_queue_answers_resource_exhausted(start_server) -> None:
     # Rows wait 2 s for company, so the first request fills the queue.
-    server = start_server(max_request_rows=60, max_queue_rows=100, max_batch_rows=1000, max_batch_delay_s=2.0)
+    server = start_server(max_request_rows=60, max_queue_rows=60, max_batch_rows=1000, max_batch_delay_s=2.0)
     hold_rows_in_queue(server)
     with grpc.insecure_channel(server.target) as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
@@ -233,8 +240,32 @@ def test_full_queue_answers_resource_exhausted(start_server) -> None:
         with pytest.raises(grpc.RpcError) as info:
             stub.Score(x_request(normal_rows(60, seed=2)), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "queue is full" in info.value.details()
+        assert "queue is full (60 rows waiting, limit 60" in info.value.details()
         assert first.result().rows == 60  # the queued request still completes
+
+
+def test_two_requests_within_the_row_limit_are_both_queued(start_server) -> None:
+    # The default limits: a request may carry 65,536 rows, and 65,536 may wait. One inference
+    # thread, held busy, so that both requests' rows wait in the queue at the same time.
+    server = start_server(inference_threads=1)
+    assert server.config.max_request_rows == server.config.max_queue_rows == 65536
+    release = threading.Event()
+    server.service._executor.submit(release.wait, 60)
+    batcher = server.service.models.get(MODEL).batcher
+    x = normal_rows(40_000, seed=4)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+            first = stub.Score.future(x_request(x), timeout=60)
+            wait_until(lambda: batcher.queued_rows >= 40_000 - server.config.max_batch_rows, timeout=30)
+            second = stub.Score.future(x_request(x), timeout=60)
+            wait_until(lambda: batcher.queued_rows > 65_536 or second.done(), timeout=30)
+            release.set()
+            replies = [first.result(), second.result()]
+    finally:
+        release.set()
+    assert [reply.rows for reply in replies] == [40_000, 40_000]
+    np.testing.assert_array_equal(replies[0].neg_elbo, replies[1].neg_elbo)
 
 
 def test_unexpected_error_is_internal_with_a_generic_message(server, stub, caplog) -> None:

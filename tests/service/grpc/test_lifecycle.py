@@ -3,14 +3,13 @@ deadlines, bearer tokens, TLS and mutual TLS, the device setting."""
 
 from __future__ import annotations
 
-import os
+import logging
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,82 +23,13 @@ from service.bundle import ONNX_FILE
 from service.client import Client
 from service.errors import ConfigError, ModelNotReady
 from tests.service.conftest import normal_rows, write_bundle
-from tests.service.grpc.conftest import MODEL, hold_rows_in_queue, sample_value, x_request
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def wait_until(condition, timeout: float = 10.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"condition not met within {timeout} s"
-            raise AssertionError(msg)
-        time.sleep(step)
+from tests.service.grpc.conftest import MODEL, ROOT, hold_rows_in_queue, sample_value, wait_until, x_request
 
 
 def write_broken_bundle(directory: Path) -> None:
     write_bundle(directory)
     with (directory / ONNX_FILE).open("ab") as stream:
         stream.write(b"tampered")
-
-
-class ServeProcess:
-    """``python -m service.serve`` in a subprocess; its port read from its log."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.serve", *args],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.port = self._wait_for_port()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.log.append(line)
-            if "gRPC listening on" in line:
-                return int(line.split("gRPC listening on ")[1].split()[0].rsplit(":", 1)[1])
-        msg = f"serve did not start: {''.join(self.log)}"
-        raise AssertionError(msg)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def serve_process(repo: Path) -> Iterator[type[ServeProcess]]:
-    started: list[ServeProcess] = []
-
-    def start(*args: str) -> ServeProcess:
-        process = ServeProcess("--models", str(repo), *args)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
 
 
 def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_process) -> None:
@@ -163,7 +93,7 @@ def refused(stub: scoring_pb2_grpc.ScoringServiceStub) -> grpc.StatusCode | None
 
 
 def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
-    server = start_server(reload_interval_s=0.1)
+    server = start_server(reload_interval_s=0.1, reload_settle_s=0.5)
     failures: list[BaseException] = []
     seen: list[list[str]] = [[] for _ in range(3)]
     stop = threading.Event()
@@ -189,7 +119,10 @@ def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
         write_broken_bundle(repo / MODEL / "4")
         write_bundle(repo / MODEL / "3")
         wait_until(lambda: all(v and v[-1] == "3" for v in seen))
-        time.sleep(0.3)  # a few more polls: the broken version must not be retried
+        # The broken version is refused (and counted) once its files have settled...
+        labels = {"model": MODEL}
+        wait_until(lambda: sample_value(server.registry, "latentwatch_model_load_failures_total", labels) == 1)
+        time.sleep(0.3)  # ...then a few more polls: it must not be retried
     finally:
         stop.set()
         for thread in threads:
@@ -240,6 +173,25 @@ def test_bearer_tokens(tmp_path: Path, start_server) -> None:
         assert client.score_x(x, MODEL).rows == 1
     labels = {"model": MODEL, "method": "Score", "code": "UNAUTHENTICATED"}
     assert sample_value(server.registry, "latentwatch_requests_total", labels) == 3
+
+
+def test_serve_refuses_bearer_tokens_over_plaintext_unless_the_network_is_trusted(
+    repo: Path, tmp_path: Path, start_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    command = [sys.executable, "-m", "service.serve", "--models", str(repo), "--auth-tokens", str(tokens)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "sends bearer tokens in plaintext on host '0.0.0.0'" in result.stderr
+    assert "--trusted-network" in result.stderr
+
+    # Said to be trusted: it serves, and says at start that tokens travel in plaintext.
+    with caplog.at_level(logging.WARNING, logger="service.grpc.server"):
+        server = start_server(host="0.0.0.0", auth_tokens_file=tokens, trusted_network=True)
+    assert any("bearer tokens travel in plaintext" in r.getMessage() for r in caplog.records)
+    with Client(f"127.0.0.1:{server.port}", token="secret") as client:
+        assert client.score_x(normal_rows(1, seed=0), MODEL).rows == 1
 
 
 def openssl(*args: str, cwd: Path) -> None:

@@ -60,10 +60,7 @@ def test_no_batching_flag_and_defaults() -> None:
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_MAX_BATCH_DELAY_S": "-1"}, "max_batch_delay_s"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_BATCHING": "maybe"}, "batching must be true or false"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_DEVICE": "tpu"}, "device must be one of"),
-        (
-            {"LATENTWATCH_MODELS": "m", "LATENTWATCH_MAX_QUEUE_ROWS": "10"},
-            "max_queue_rows must be at least max_request_rows",
-        ),
+        ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_RELOAD_SETTLE_S": "-1"}, "reload_settle_s"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_TLS_CERT": "/nonexistent.pem"}, "tls_key"),
         ({"LATENTWATCH_MODELS": "m", "LATENTWATCH_AUTH_TOKENS_FILE": "/nonexistent"}, "not a readable file"),
     ],
@@ -117,3 +114,37 @@ def test_json_logs_carry_the_request_id(capsys) -> None:
     assert entry["request_id"] == "req-7"
     assert entry["level"] == "INFO"
     assert entry["logger"] == "service.test"
+
+
+def test_bearer_tokens_over_plaintext_are_refused_unless_the_network_is_trusted(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    env = {"LATENTWATCH_MODELS": "m", "LATENTWATCH_AUTH_TOKENS_FILE": str(tokens)}
+    with pytest.raises(
+        ConfigError, match=r"auth_tokens_file sends bearer tokens in plaintext on host '0\.0\.0\.0'"
+    ) as info:
+        ServiceConfig.load({}, env=env)
+    for remedy in ("TLS", "loopback", "--trusted-network"):
+        assert remedy in info.value.message
+
+    # A network said to be trusted: allowed (serve warns at start).
+    flags = parse("--trusted-network")
+    flags.pop("config_file")
+    trusted = ServiceConfig.load(flags, env=env)
+    assert trusted.trusted_network
+    assert trusted.plaintext_tokens
+    # TLS, or a host only this machine reaches (a proxy beside the server ends TLS): allowed.
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("PEM")
+    with_tls = {"tls_cert": tmp_path / "cert.pem", "tls_key": tmp_path / "key.pem"}
+    assert not ServiceConfig.load(with_tls, env=env).plaintext_tokens
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+        assert not ServiceConfig.load({"host": host}, env=env).plaintext_tokens
+    # Without tokens, plaintext is none of this setting's business.
+    assert not ServiceConfig.load({}, env={"LATENTWATCH_MODELS": "m"}).plaintext_tokens
+
+
+def test_a_queue_smaller_than_a_request_is_allowed() -> None:
+    # A request is admitted while fewer than max_queue_rows rows wait, whatever its size.
+    config = ServiceConfig.load({"max_queue_rows": 10, "max_request_rows": 1000}, env={"LATENTWATCH_MODELS": "m"})
+    assert config.max_queue_rows < config.max_request_rows

@@ -12,13 +12,59 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from service.errors import LatentwatchError, MissingExtra
+from service.errors import LatentwatchError, MissingExtra, did_you_mean
 
 EXIT_USER_ERROR = 2
 TRAIN_EXTRA_HINT = "install the training extra: pip install 'latentwatch[train]'"
+_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # a negative number is a value, not an option (as argparse reads it)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that names an option it does not know, with the closest known one,
+    before any other complaint: argparse alone reports ``--mdoel`` as a missing ``--model``.
+
+    Each command's parser checks its own arguments; the top parser checks those before the
+    command. Where argparse suggests close choices itself (Python 3.14), it is asked to.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if sys.version_info >= (3, 14):
+            kwargs.setdefault("suggest_on_error", True)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        arguments = list(sys.argv[1:] if args is None else args)
+        known = [option for action in self._actions for option in action.option_strings]
+        unknown = self._unknown_options(arguments, known)
+        if unknown:
+            named = ", ".join(f"{name}{did_you_mean(name, known)}" for name in unknown)
+            self.error(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {named}")
+        return super().parse_known_args(arguments, namespace)
+
+    def _unknown_options(self, arguments: Sequence[str], known: Sequence[str]) -> list[str]:
+        """Option-like arguments that are no option of this parser (nor, when abbreviations are
+        allowed, the start of one), up to ``--`` or, in a parser of commands, the command."""
+        commands = self._subparsers is not None
+        unknown = []
+        for argument in arguments:
+            if argument == "--" or (commands and not argument.startswith("-")):
+                break
+            name = argument.split("=", 1)[0]
+            if not name.startswith("-") or name == "-" or _NUMBER.match(name) or name in known:
+                continue
+            if self.allow_abbrev and name.startswith("--") and any(k.startswith(name) for k in known):
+                continue  # argparse expands it, or says which options it could mean
+            if not name.startswith("--") and name[:2] in known:
+                continue  # short options run together (-vv), or one with its value attached
+            unknown.append(name)
+        return unknown
 
 
 def _lazy(module: str, function: str, *, needs_torch: bool = False) -> Callable[[argparse.Namespace], int]:
@@ -201,9 +247,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latentwatch", description="Anomaly detection with variational and adversarial autoencoders."
-    )
+    parser = _Parser(prog="latentwatch", description="Anomaly detection with variational and adversarial autoencoders.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (

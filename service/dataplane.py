@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import difflib
 import importlib.metadata
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +22,8 @@ import pandas as pd
 
 from service import calibration
 from service.bundle import OUTPUT_NAMES, Manifest
-from service.errors import QUOTE_CHARS, QUOTE_ITEMS, InvalidInput, ModelNotFound, quote, quote_list
-from service.features import encode_frame
+from service.errors import QUOTE_ITEMS, InvalidInput, ModelNotFound, did_you_mean, quote, quote_list
+from service.features import beyond_float32, encode_frame, float32_reason
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
 from service.scorer import Scorer, Scores, resolve_alpha
@@ -152,7 +151,8 @@ class DataPlane:
     def check_x(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
         """Check rows in the bundle's ``x`` layout; return them float32 and C-contiguous.
 
-        A numeric feature may be NaN (missing) but not infinite; a categorical feature must
+        A numeric feature may be NaN (missing) but not infinite, nor beyond float32's range
+        (the rule of :func:`service.features.beyond_float32`); a categorical feature must
         hold a whole code from -1 (missing or unseen) to its number of categories - 1.
 
         Raises:
@@ -160,7 +160,7 @@ class DataPlane:
         """
         name = model.name
         manifest = model.manifest
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != manifest.n_features:
             msg = (
                 f"model {name!r}: rows must have shape (n_rows, {manifest.n_features}), one "
@@ -168,13 +168,15 @@ class DataPlane:
             )
             raise InvalidInput(msg)
         self.check_row_count(name, x.shape[0])
-        if np.isinf(x).any():
-            row, col = np.argwhere(np.isinf(x))[0]
+        unscorable = beyond_float32(x)  # before the cast to float32, which would make them all inf
+        if unscorable.any():
+            row, col = np.argwhere(unscorable)[0]
             msg = (
                 f"model {name!r}: row {row}, column {manifest.feature_names[col]!r}: "
-                f"infinite value {x[row, col]} (use NaN for a missing value)"
+                f"{float32_reason(float(x[row, col]))} (use NaN for a missing value)"
             )
             raise InvalidInput(msg)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         layout = self._layout(model)
         if layout.categorical.size:
             codes = x[:, layout.categorical]
@@ -288,9 +290,7 @@ def check_column_names(model: str, names: Sequence[str], manifest: Manifest) -> 
     if missing:
         problems.append(f"missing feature column(s) {quote_list(missing)}")
     for name in unknown[:QUOTE_ITEMS]:
-        close = difflib.get_close_matches(name, missing or expected, n=1) if len(name) <= 4 * QUOTE_CHARS else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        problems.append(f"unknown column {quote(name)}{hint}")
+        problems.append(f"unknown column {quote(name)}{did_you_mean(name, missing or expected)}")
     if len(unknown) > QUOTE_ITEMS:
         problems.append(f"{len(unknown) - QUOTE_ITEMS} more unknown columns")
     msg = f"model {quote(model)}: " + "; ".join(problems) + f"; the model's features are {expected}"

@@ -7,6 +7,9 @@ the message without a traceback; the gRPC interceptor maps ``code`` to the statu
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class LatentwatchError(Exception):
     """Base of every expected error; ``code`` is a ``grpc.StatusCode`` member name."""
@@ -96,3 +99,22 @@ def quote_list(values: object, limit: int = QUOTE_ITEMS) -> str:
     if len(items) > limit:
         shown += f", … ({len(items) - limit} more, {len(items)} in all)"
     return f"[{shown}]"
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with the candidate closest to ``name``, or ``""`` when none is close.
+
+    A candidate equal to ``name`` but for case wins; otherwise difflib's closest match (a
+    ratio of at least 0.6). A name longer than a quoted one is not compared (bounded work).
+
+    >>> did_you_mean("temprature", ["temperature", "load"])
+    " (did you mean 'temperature'?)"
+    >>> did_you_mean("Load", ["load", "power"])
+    " (did you mean 'load'?)"
+    """
+    choices = [c for c in candidates if c != name]
+    if len(name) > 4 * QUOTE_CHARS or not choices:
+        return ""
+    same = [c for c in choices if c.casefold() == name.casefold()]
+    close = same or difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -136,3 +136,20 @@ def test_a_step_cap_within_the_warm_up_is_refused_before_training(sample_csv: Pa
     assert "within the KL warm-up" in result.stderr
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["score", "--mdoel", "b", "--input", "i.csv", "--output", "o.parquet"], "--mdoel (did you mean '--model'?)"),
+        (["train", "--dta", "x.csv", "--out", "b"], "--dta (did you mean '--data'?)"),
+        (["--verbsoe", "info", "b"], "--verbsoe (did you mean '--verbose'?)"),
+        (["score", "--model", "b", "--input", "i.csv", "--output", "o.parquet", "--explian=1"], "--explian"),
+    ],
+)
+def test_a_misspelled_option_is_named_with_a_suggestion(args: list[str], says: str) -> None:
+    result = latentwatch(*args)
+    assert result.returncode == 2
+    assert f"error: unrecognized argument: {says}" in result.stderr
+    assert "required" not in result.stderr
+    assert "Traceback" not in result.stderr

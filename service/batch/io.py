@@ -10,7 +10,12 @@ most 1Mi rows, Spark of 128 MiB), a CSV file one block of 8 MiB at a time.
 
 CSV cells are text: the columns named in ``text_columns`` (the model's features) are read
 as strings and typed later by the scorer, so one bad cell marks its row, not the whole
-block. Other CSV columns take the types pyarrow infers from the file's first block.
+block. Other CSV columns take the types pyarrow infers from the file's first block. A CSV
+file must be text, and a line with the wrong number of fields is kept as a row with its
+reason (:mod:`service.batch.csvfile`).
+
+The output is checked before any input is read (:func:`check_output`): its format, and that
+it is not a folder and can be created where it is named.
 
 Outputs (:class:`AtomicWriter`): Parquet or CSV by the name's extension, written to a hidden
 temporary file beside the target and renamed over it when the job completes; a failed job
@@ -32,11 +37,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from service.batch.csvfile import CsvProgress, check_text, csv_options, iter_csv_batches, rechunk
 from service.errors import ConfigError, DataError
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-CSV_BLOCK_BYTES = 8 << 20  # bytes of CSV text parsed per block (a block is split into batches)
 PARQUET_BUFFER_BYTES = 4 << 20  # read buffer per column chunk: bounds memory for huge row groups
 _GLOB_CHARS = "*?["
 
@@ -99,25 +104,13 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
     return [InputFile(p, _format_of(p)) for p in paths]
 
 
-def _csv_options(
-    file: InputFile, columns: Sequence[str] | None, text_columns: Sequence[str]
-) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
-    delimiter = "\t" if file.path.name.lower().endswith(".tsv") else ","
-    convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in text_columns},
-        include_columns=list(columns) if columns is not None else None,
-        strings_can_be_null=True,  # "", "NA", "NaN", "null", ... are missing, as pandas reads them
-    )
-    return pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES), pacsv.ParseOptions(delimiter=delimiter), convert
-
-
 @contextlib.contextmanager
 def _arrow_errors(file: InputFile) -> Iterator[None]:
     try:
         yield
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         kind = "CSV" if file.format == "csv" else "Parquet"
-        msg = f"{file.source}: cannot read it as {kind}: {err}"
+        msg = f"{file.source}: cannot read it as {kind}: {_printable(str(err))}"
         if file.format == "csv" and "conversion error" in str(err):
             msg += (
                 " (a column that is not a feature took its type from the file's first rows; "
@@ -126,14 +119,47 @@ def _arrow_errors(file: InputFile) -> Iterator[None]:
         raise DataError(msg) from None
 
 
+def _printable(text: str, limit: int = 300) -> str:
+    """``text`` on one line, control characters escaped, cut to ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def read_schema(file: InputFile, text_columns: Sequence[str] = ()) -> pa.Schema:
-    """The columns of ``file`` and their types, as :func:`iter_batches` will yield them."""
+    """The columns of ``file`` and their types, as :func:`iter_batches` will yield them.
+
+    Raises:
+        DataError: the file cannot be read, or (CSV) is not text.
+    """
+    if file.format == "csv":
+        check_text(file.path)
     with _arrow_errors(file):
         if file.format == "parquet":
             return pq.read_schema(file.path)
-        read, parse, convert = _csv_options(file, None, text_columns)
+        read, parse, convert = csv_options(file.path, None, text_columns)
         with pacsv.open_csv(file.path, read_options=read, parse_options=parse, convert_options=convert) as reader:
             return reader.schema
+
+
+def column_kinds(schema: pa.Schema) -> dict[str, tuple[str, str]]:
+    """Column name -> (kind, type name) for :func:`service.features.check_column_kinds`."""
+    kinds = {}
+    for field in schema:
+        kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        kinds[field.name] = (_kind(kind), str(field.type))
+    return kinds
+
+
+def _kind(kind: pa.DataType) -> str:
+    checks = (
+        ("null", pa.types.is_null),
+        ("bool", pa.types.is_boolean),
+        ("int", pa.types.is_integer),
+        ("float", lambda t: pa.types.is_floating(t) or pa.types.is_decimal(t)),
+        ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)),
+        ("temporal", pa.types.is_temporal),
+    )
+    return next((name for name, check in checks if check(kind)), "other")
 
 
 def count_rows(file: InputFile) -> int | None:
@@ -151,26 +177,6 @@ def row_group_sizes(file: InputFile) -> list[int]:
         return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
 
-class CsvProgress:
-    """Bytes of a CSV file consumed so far (compressed bytes for ``.gz``), for a progress estimate."""
-
-    def __init__(self, stream: pa.NativeFile, total: int) -> None:
-        self._stream = stream
-        self.total_bytes = total
-
-    @property
-    def bytes_read(self) -> int:
-        try:
-            return min(self._stream.tell(), self.total_bytes)
-        except (OSError, ValueError):  # closed
-            return self.total_bytes
-
-
-def _rechunk(batch: pa.RecordBatch, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    for start in range(0, batch.num_rows, batch_rows):
-        yield batch.slice(start, batch_rows)
-
-
 def _row_group_batches(
     reader: pq.ParquetFile, group: int, columns: Sequence[str], batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
@@ -178,7 +184,7 @@ def _row_group_batches(
     largest row group: one ``iter_batches`` over a whole file holds on to what it has read
     (pyarrow 26: ~0.7 GiB after 0.5 GiB of a file)."""
     for batch in reader.iter_batches(batch_size=batch_rows, columns=list(columns), row_groups=[group]):
-        yield from _rechunk(batch, batch_rows)
+        yield from rechunk(batch, batch_rows)
 
 
 def iter_batches(
@@ -190,6 +196,9 @@ def iter_batches(
     progress: list[CsvProgress] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``columns`` (in that order), at most ``batch_rows`` rows each, in file order.
+
+    A CSV batch holding malformed lines also has the column
+    :data:`~service.batch.csvfile.READ_ERROR_COLUMN` (see :mod:`service.batch.csvfile`).
 
     Args:
         file: the input file.
@@ -207,15 +216,9 @@ def iter_batches(
             for group in range(reader.num_row_groups):
                 yield from _row_group_batches(reader, group, columns, batch_rows)
             return
-        read, parse, convert = _csv_options(file, columns, text_columns)
-        codec = "gzip" if file.path.name.lower().endswith(".gz") else None
-        with pa.OSFile(str(file.path), "rb") as raw:
-            stream = pa.CompressedInputStream(raw, codec) if codec else raw
-            if progress is not None:
-                progress.append(CsvProgress(raw, file.size_bytes))
-            with pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert) as reader:
-                for batch in reader:
-                    yield from _rechunk(batch.select(list(columns)), batch_rows)
+        yield from iter_csv_batches(
+            file.path, columns, batch_rows=batch_rows, text_columns=text_columns, progress=progress
+        )
 
 
 def iter_parquet_rows(
@@ -257,6 +260,30 @@ def output_format(path: Path) -> str:
     raise ConfigError(msg)
 
 
+def check_output(path: Path) -> None:
+    """Refuse an output that cannot be written, before any input is read.
+
+    Its name must tell the format; it must not be a folder; the nearest folder above it that
+    exists (the job creates the missing ones) must be a folder this process may write in.
+
+    Raises:
+        ConfigError: naming the output and what stands in the way.
+    """
+    output_format(path)
+    if path.is_dir():
+        msg = f"--output {path} is a folder; name a file in it, such as {path / 'scored.parquet'}"
+        raise ConfigError(msg)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        msg = f"--output {path}: {folder} is a file, not a folder"
+        raise ConfigError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"--output {path}: cannot write in {folder} (permission denied or a read-only file system)"
+        raise ConfigError(msg)
+
+
 class AtomicWriter:
     """Tables with one schema written to ``path`` through a temporary file.
 
@@ -273,19 +300,30 @@ class AtomicWriter:
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
 
     def __enter__(self) -> AtomicWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.{secrets.token_hex(4)}.partial"
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies, as for any new file
+        with self._os_errors():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies, as for any file
         self._tmp = tmp
         try:
-            if self.format == "parquet":
-                self._writer = pq.ParquetWriter(str(self._tmp), self.schema)
-            else:
-                self._writer = pacsv.CSVWriter(str(self._tmp), self.schema)
+            with self._os_errors():
+                if self.format == "parquet":
+                    self._writer = pq.ParquetWriter(str(self._tmp), self.schema)
+                else:
+                    self._writer = pacsv.CSVWriter(str(self._tmp), self.schema)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
         return self
+
+    @contextlib.contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """An error of the file system (no space, no permission) as a :class:`DataError` naming the output."""
+        try:
+            yield
+        except OSError as err:
+            msg = f"--output {self.path}: cannot write it: {err}"
+            raise DataError(msg) from None
 
     def write(self, table: pa.Table, source: str) -> None:
         """Append ``table`` (cast to the writer's schema; ``source`` names the input in errors)."""
@@ -294,7 +332,8 @@ class AtomicWriter:
             raise RuntimeError(msg)
         if table.schema != self.schema:
             table = self._cast(table, source)
-        self._writer.write_table(table)
+        with self._os_errors():
+            self._writer.write_table(table)
 
     def _cast(self, table: pa.Table, source: str) -> pa.Table:
         columns = []
@@ -315,9 +354,10 @@ class AtomicWriter:
         if self._writer is None or self._tmp is None:
             msg = "AtomicWriter.commit outside its with block"
             raise RuntimeError(msg)
-        self._writer.close()
-        self._writer = None
-        self._tmp.replace(self.path)
+        with self._os_errors():
+            self._writer.close()
+            self._writer = None
+            self._tmp.replace(self.path)
         self._tmp = None
 
     def __exit__(

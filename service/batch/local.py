@@ -20,7 +20,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.batch.io import AtomicWriter, CsvProgress, InputFile, count_rows, iter_batches, read_schema, resolve_inputs
+from service.batch.csvfile import separator_hint
+from service.batch.io import (
+    AtomicWriter,
+    CsvProgress,
+    InputFile,
+    check_output,
+    column_kinds,
+    count_rows,
+    iter_batches,
+    read_schema,
+    resolve_inputs,
+)
 from service.batch.rows import (
     ERROR_COLUMN,
     SCORER_CHUNK_ROWS,
@@ -33,7 +44,7 @@ from service.batch.rows import (
 )
 from service.bundle import Bundle, Feature, load_bundle
 from service.errors import ConfigError, DataError, InvalidInput
-from service.features import check_columns
+from service.features import check_column_kinds, check_columns
 from service.scorer import Scorer
 
 logger = logging.getLogger(__name__)
@@ -102,15 +113,24 @@ def check_inputs(
     """Check every file's columns before any row is read; the plan comes from the first file.
 
     Raises:
-        InvalidInput: a file lacks a feature column or a passed-through column, naming both.
+        InvalidInput: a file lacks a feature column or a passed-through column, naming both;
+            or a feature column's type cannot hold what training saw
+            (:func:`service.features.check_column_kinds`).
     """
     plan: OutputPlan | None = None
     for file in files:
         schema = read_schema(file, [f.name for f in features] if file.format == "csv" else ())
-        if plan is None:
-            plan = make_plan(features, latent_dim, schema, options, file.source)
-            continue
-        check_columns(schema.names, features, file.source)
+        try:
+            if plan is None:
+                plan = make_plan(features, latent_dim, schema, options, file.source)
+            else:
+                check_columns(schema.names, features, file.source)
+        except InvalidInput as err:
+            hint = separator_hint(file.path, schema.names) if file.format == "csv" else ""
+            if not hint:
+                raise
+            raise InvalidInput(err.message + hint) from None
+        check_column_kinds(column_kinds(schema), features, file.source)
         missing = [n for n in plan.passthrough if n not in set(schema.names)]
         if missing:
             msg = (
@@ -183,13 +203,15 @@ def run_job(
         progress: show a progress bar on stderr (when it is a terminal).
 
     Raises:
-        LatentwatchError: a subclass naming the file, column or row at fault.
+        LatentwatchError: a subclass naming the file, column, row or line at fault; an
+            output that cannot be written fails before any input is read.
     """
     started = time.perf_counter()
     options = options or ScoreOptions()
     options.validate()
     _check_engine(engine, scheduler, workers, via)
     output = Path(output)
+    check_output(output)
     files = resolve_inputs(input_path)
     if any(f.path.resolve() == output.resolve() for f in files):
         msg = f"--output {output} is also an input file"

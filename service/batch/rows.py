@@ -13,10 +13,12 @@ Output columns, in this order:
   ``expected_<name>`` per feature (float32 raw units; a categorical's label);
 - with ``latent``: ``latent_<i>`` (float32) per latent dimension;
 - ``error``: null for a scored row; for a row that cannot be scored (an unparseable number,
-  an infinite value), the reason, and every score column of the row is null.
+  an infinite one or one beyond float32's range, a CSV line with the wrong number of fields),
+  the reason, and every score column of the row is null (for a malformed line, its
+  passed-through columns too: its fields cannot be matched to columns).
 
 With ``strict`` the first such row stops the job with an error naming the file and the row
-(counted from 0 within its file, the header not counted), and nothing is written.
+(counted from 0 within its file, the header not counted) or the line, and nothing is written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from service.batch.csvfile import READ_ERROR_COLUMN
 from service.bundle import ROW_SCORES, Feature
 from service.errors import ConfigError, InvalidInput
 from service.features import check_columns, decode_codes, encode_frame
@@ -253,23 +256,39 @@ def scorer_values(scorer: Scorer, plan: OutputPlan) -> RowScorer:
 
 
 def score_rows(
-    frame: pd.DataFrame, scorer: Scorer | RowScorer, plan: OutputPlan, *, source: str, row_offset: int
+    frame: pd.DataFrame,
+    scorer: Scorer | RowScorer,
+    plan: OutputPlan,
+    *,
+    source: str,
+    row_offset: int,
+    read_errors: Sequence[str | None] | None = None,
 ) -> list[pa.Array]:
     """Score the rows of ``frame`` (feature columns); one array per score field of ``plan.schema``.
 
-    Rows that cannot be encoded get nulls and their reason in the ``error`` array (or, with
-    ``plan.strict``, raise :class:`InvalidInput` naming ``source`` and the row, counted
-    from ``row_offset``); the others go to ``scorer``.
+    Rows that cannot be encoded, and those with a reason in ``read_errors`` (a malformed
+    CSV line, its values all null), get nulls and their reason in the ``error`` array (or,
+    with ``plan.strict``, raise :class:`InvalidInput` naming ``source`` and the row, counted
+    from ``row_offset``, or the line); the others go to ``scorer``.
     """
     score = scorer_values(scorer, plan) if isinstance(scorer, Scorer) else scorer
     n = len(frame)
+    reasons = list(read_errors) if read_errors is not None else []
+    unread = [i for i, e in enumerate(reasons) if e is not None]
+    if unread and plan.strict:  # stop at the first bad row, whichever kind it is
+        encode_frame(frame.iloc[: unread[0]], plan.features, source=source, strict=True, row_offset=row_offset)
+        msg = f"{source}: {reasons[unread[0]]}"
+        raise InvalidInput(msg)
     encoded = encode_frame(frame, plan.features, source=source, strict=plan.strict, row_offset=row_offset)
-    bad = np.fromiter((e is not None for e in encoded.errors), dtype=bool, count=n)
+    errors = encoded.errors
+    for i in unread:
+        errors[i] = reasons[i]
+    bad = np.fromiter((e is not None for e in errors), dtype=bool, count=n)
     good = ~bad if bad.any() else None
     values = score(frame, encoded.x) if good is None else score(frame.loc[good], encoded.x[good])
     fields = list(plan.schema)[len(plan.passthrough) : -1]  # the score fields, without ``error``
     arrays = [_column(np.asarray(values[field.name]), field.type, good) for field in fields]
-    arrays.append(pa.nulls(n, pa.string()) if good is None else pa.array(encoded.errors, type=pa.string()))
+    arrays.append(pa.nulls(n, pa.string()) if good is None else pa.array(errors, type=pa.string()))
     return arrays
 
 
@@ -282,8 +301,10 @@ def score_arrow(
     row_offset: int,
     text_input: bool = False,
 ) -> pa.Table:
-    """One input batch (``plan.read_columns``) to its output table (``plan.schema``), row for row."""
+    """One input batch (``plan.read_columns``, and :data:`READ_ERROR_COLUMN` where a CSV line
+    was malformed) to its output table (``plan.schema``), row for row."""
     frame = feature_frame(batch, plan.features, text_input=text_input)
     arrays = [batch.column(name) for name in plan.passthrough]
-    arrays += score_rows(frame, scorer, plan, source=source, row_offset=row_offset)
+    unread = batch.column(READ_ERROR_COLUMN).to_pylist() if READ_ERROR_COLUMN in batch.schema.names else None
+    arrays += score_rows(frame, scorer, plan, source=source, row_offset=row_offset, read_errors=unread)
     return pa.Table.from_arrays(arrays, names=plan.schema.names)

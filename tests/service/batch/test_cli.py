@@ -90,3 +90,28 @@ def test_the_parser_knows_score_without_loading_the_scoring_modules() -> None:
     assert _keep_columns([""]) == ()  # --keep-columns '': pass nothing through
     assert _keep_columns(None) is None
     assert args.engine == "local"
+
+
+def test_an_unwritable_output_exits_2_with_one_line(trained_bundle: Path, tmp_path: Path) -> None:
+    scoring_table(20).to_parquet(tmp_path / "in.parquet")
+    (tmp_path / "results").write_text("a file")
+    result = latentwatch(
+        "score", "--model", str(trained_bundle), "--input", str(tmp_path / "in.parquet"),
+        "--output", str(tmp_path / "results" / "out.parquet"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    output, parent = tmp_path / "results" / "out.parquet", tmp_path / "results"
+    assert result.stderr == f"error: --output {output}: {parent} is a file, not a folder\n"
+
+
+def test_a_binary_file_given_as_csv_prints_one_readable_line(trained_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_bytes(bytes(range(256)) * 64)
+    result = latentwatch(
+        "score", "--model", str(trained_bundle), "--input", str(tmp_path / "in.csv"),
+        "--output", str(tmp_path / "out.parquet"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {tmp_path / 'in.csv'}: not a CSV text file")
+    assert result.stderr.count("\n") == 1
+    assert result.stderr[:-1].isprintable()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from service.calibration import score_threshold
 from service.sample_data import make_sample
 
 QUICK = ["--max-steps", "200", "--warmup-steps", "50", "--quiet"]
@@ -35,7 +38,22 @@ def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "trained vae 'numbers'" in result.stdout
     assert re.search(r"[0-9.]+ s on (cpu|cuda)\n", result.stdout)
-    assert (tmp_path / "b" / "report" / "index.html").is_file()
+    page = (tmp_path / "b" / "report" / "index.html").read_text(encoding="utf-8")
+    # The report's threshold is the service's: the score above which p < alpha.
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text(encoding="utf-8"))
+    calibration, history = manifest["calibration"], manifest["training"]["history"]
+    threshold = score_threshold(np.asarray(calibration["scores"]), calibration["alpha"])
+    shown = re.search(r'<th scope="row">threshold</th><td class="value">([^<]+)</td>', page)
+    assert shown is not None
+    assert float(shown.group(1)) == pytest.approx(threshold, rel=1e-5)
+    epochs = re.search(r'<th scope="row">epochs</th><td class="value">([^<]+)</td>', page)
+    steps = re.search(r'<th scope="row">gradient steps</th><td class="value">([^<]+)</td>', page)
+    assert epochs is not None
+    assert steps is not None
+    # The last validation check's epoch and step, not the count of checks.
+    assert int(epochs.group(1)) == history[-1]["epoch"]
+    assert int(steps.group(1)) == history[-1]["step"]
+    assert len(history) != history[-1]["epoch"]
 
 
 def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate(

@@ -30,6 +30,7 @@ from service.bundle import (
     Manifest,
     write_manifest,
 )
+from service.calibration import score_threshold
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
 from training import data as data_mod
@@ -313,8 +314,7 @@ def _write_report(staging, session, manifest, fit_result, held, anomalies) -> No
         out = dict(zip(names, session.run(None, {"x": x_anom}), strict=True))
         anomaly_scores = {k: out[k] for k in ("neg_elbo", "recon_error", "kl")}
         anomaly_latent = out["latent"]
-    scores = np.asarray(manifest.calibration.scores)
-    threshold = float(np.quantile(scores, 1 - manifest.calibration.alpha))
+    threshold = score_threshold(np.asarray(manifest.calibration.scores), manifest.calibration.alpha)
     try:
         write_report(
             staging / "report",

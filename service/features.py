@@ -2,9 +2,9 @@
 
 ``encode_frame`` turns a pandas DataFrame with the manifest's feature columns into float32
 ``x`` of shape ``(n_rows, n_features)``: a numeric feature as its value (NaN where missing),
-a categorical feature as the index of its label in ``Feature.categories``, -1 where missing
-or unseen. The training side encodes its own rows with the same function, so a row means the
-same thing everywhere.
+a categorical feature as the index of its label in ``Feature.categories``, -1 where missing,
+``Feature.unseen_code`` where the label was never seen in training. The training side encodes
+its own rows with the same function, so a row means the same thing everywhere.
 
 Category labels are compared as canonical strings (:func:`canonical_labels`): ``3``, ``3.0``
 and ``"3"`` are the same category; ``True`` and ``"True"`` too.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from service import unseen as unseen_mod
 from service.bundle import Feature
 from service.errors import InvalidInput, quote
 
@@ -26,10 +27,15 @@ MISSING_CODE = -1.0
 
 @dataclass(frozen=True)
 class Encoded:
-    """``x`` plus, per row, the reason it cannot be scored (``None`` for a good row)."""
+    """``x`` plus, per row, the reason it cannot be scored (``None`` for a good row).
+
+    ``unseen`` counts, per categorical feature, the good rows' present values and those never
+    seen in training.
+    """
 
     x: np.ndarray
     errors: list[str | None]
+    unseen: tuple[unseen_mod.UnseenCount, ...] = ()
 
     @property
     def bad_rows(self) -> list[int]:
@@ -95,9 +101,17 @@ def encode_numeric(series: pd.Series, feature: Feature) -> tuple[np.ndarray, lis
 
 
 def encode_categorical(series: pd.Series, feature: Feature) -> np.ndarray:
-    """Codes as float: the label's index in ``feature.categories``, -1 if missing or unseen."""
-    labels = canonical_labels(series)
-    return pd.Index(list(feature.categories)).get_indexer(labels).astype(np.float32)
+    """Codes as float: the label's index in ``feature.categories``, -1 if missing,
+    ``feature.unseen_code`` if never seen in training."""
+    return _categorical_codes(canonical_labels(series), feature)[0]
+
+
+def _categorical_codes(labels: pd.Series, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(n_rows,)`` float32 of canonical ``labels``, and the mask of the unseen ones."""
+    codes = pd.Index(list(feature.categories)).get_indexer(labels)
+    unseen = (codes < 0) & labels.notna().to_numpy()
+    codes[unseen] = feature.unseen_code
+    return codes.astype(np.float32), unseen
 
 
 def encode_frame(
@@ -117,10 +131,13 @@ def encode_frame(
     check_columns(frame.columns, features, source)
     x = np.empty((len(frame), len(features)), dtype=np.float32)
     errors: list[str | None] = [None] * len(frame)
+    categorical = []
     for j, feature in enumerate(features):
         column = frame[feature.name]
         if feature.is_categorical:
-            x[:, j] = encode_categorical(column, feature)
+            labels = canonical_labels(column)
+            x[:, j], unseen = _categorical_codes(labels, feature)
+            categorical.append((feature, labels, unseen))
             continue
         values, column_errors = encode_numeric(column, feature)
         x[:, j] = values
@@ -132,7 +149,9 @@ def encode_frame(
                 raise InvalidInput(msg)
             errors[row] = reason
             x[row, j] = np.nan
-    return Encoded(x=x, errors=errors)
+    good = np.fromiter((e is None for e in errors), dtype=bool, count=len(errors))
+    counts = tuple(unseen_mod.count_labels(f, labels[good], unseen[good]) for f, labels, unseen in categorical)
+    return Encoded(x=x, errors=errors, unseen=counts)
 
 
 def decode_codes(codes: np.ndarray, feature: Feature) -> np.ndarray:

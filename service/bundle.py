@@ -5,9 +5,12 @@ bundles through :func:`write_manifest`; the service and batch jobs read them thr
 :func:`load_bundle`, which refuses a bundle whose manifest, digest or graph disagree.
 
 The ONNX graph takes one input ``x``: float32 ``(n_rows, n_features)``, one column per
-feature in manifest order. A numeric feature is its raw value (NaN where missing); a
-categorical feature is its code, the index of the value in ``Feature.categories`` (-1 where
-missing or unseen). Scaling, imputation and one-hot encoding happen inside the graph.
+feature in manifest order, which is the training table's column order. A numeric feature is
+its raw value (NaN where missing); a categorical feature is its code, the index of the value in
+``Feature.categories``, -1 where missing, and ``len(categories)`` where the value was never
+seen in training (:attr:`Feature.unseen_code`; -1 too in bundles written before unseen values
+were scored, whose features have no ``unseen_nats``). Scaling, imputation and one-hot
+encoding happen inside the graph.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from service import integrity
+from service.calibration import check_calibration
 from service.errors import BundleError
 from service.integrity import INTEGRITY_KEY, file_sha256
 
@@ -90,6 +93,13 @@ class Feature:
     the chance that the next row breaks a run of n is 1 / (n + 2)). The model's networks never
     see a constant feature; the scoring graph adds that penalty to the row's score and to
     the feature's ``feature_scores`` column. A missing value pays nothing, as elsewhere.
+
+    A categorical feature's ``unseen_nats`` is what a row pays for a value never seen in
+    training (code ``len(categories)``): log(n + K + 1) for the n training rows holding one of
+    its K categories (the rule of succession over K + 1 outcomes, "a new value" the last: each
+    count plus one, so a new value's chance is 1 / (n + K + 1); a constant column is the case
+    K = 1). ``None`` in bundles written before unseen values were scored: their graphs score
+    an unseen value as missing, and it is encoded -1.
     """
 
     name: str
@@ -101,10 +111,17 @@ class Feature:
     scale: float | None = None
     missing_in_training: float = 0.0
     off_value_nats: float | None = None
+    unseen_nats: float | None = None
 
     @property
     def is_categorical(self) -> bool:
         return self.kind == "categorical"
+
+    @property
+    def unseen_code(self) -> int:
+        """The code of a category never seen in training: ``len(categories)`` where the graph
+        charges it ``unseen_nats``, -1 (missing) in a bundle written before it did."""
+        return len(self.categories) if self.unseen_nats is not None else -1
 
     @property
     def is_constant(self) -> bool:
@@ -254,7 +271,7 @@ def _check_manifest(manifest: Manifest, source: str) -> None:
     if not 0.0 < manifest.calibration.alpha < 1.0:
         msg = f"{source}: alpha {manifest.calibration.alpha} is not between 0 and 1"
         raise BundleError(msg)
-    _check_calibration(manifest.calibration, source)
+    check_calibration(manifest.calibration.scores, manifest.calibration.alpha, source)
     for feature in manifest.features:
         if feature.kind not in ("numeric", "categorical"):
             msg = f"{source}: feature {feature.name!r} has unknown kind {feature.kind!r}"
@@ -265,39 +282,12 @@ def _check_manifest(manifest: Manifest, source: str) -> None:
         if feature.is_constant and (feature.is_categorical or feature.center is None):
             msg = f"{source}: constant feature {feature.name!r} must be numeric with its value as center"
             raise BundleError(msg)
-
-
-def _check_calibration(calibration: Calibration, source: str) -> None:
-    """Calibration scores: some, every one finite, in ascending order; enough for alpha, or a warning."""
-    scores = calibration.scores
-    if not scores:
-        msg = f"{source}: calibration.scores is empty; the calibration holds no scores"
-        raise BundleError(msg)
-    bad = next((i for i, score in enumerate(scores) if not math.isfinite(score)), None)
-    if bad is not None:
-        msg = f"{source}: calibration.scores[{bad}] is {scores[bad]}; every calibration score must be a finite number"
-        raise BundleError(msg)
-    step = next((i for i in range(1, len(scores)) if scores[i] < scores[i - 1]), None)
-    if step is not None:
-        msg = (
-            f"{source}: calibration.scores are not in ascending order "
-            f"(position {step - 1} holds {scores[step - 1]}, position {step} holds {scores[step]})"
-        )
-        raise BundleError(msg)
-    n, alpha = calibration.n, calibration.alpha
-    if 1.0 / (n + 1.0) >= alpha:
-        need = math.floor(1.0 / alpha)
-        need += 1.0 / (need + 1.0) >= alpha
-        logger.warning(
-            "%s: calibration.scores holds %d scores, too few for alpha %g: the smallest p-value is 1/(n + 1) = %.3g, "
-            "so no row is flagged at that alpha (it takes at least %d scores; a request may still ask for a larger "
-            "alpha)",
-            source,
-            n,
-            alpha,
-            1.0 / (n + 1.0),
-            need,
-        )
+        if feature.unseen_nats is not None and not (feature.is_categorical and feature.unseen_nats > 0):
+            msg = (
+                f"{source}: feature {feature.name!r} has unseen_nats {feature.unseen_nats}; only a categorical "
+                "feature has them, and they are positive"
+            )
+            raise BundleError(msg)
 
 
 def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
@@ -352,7 +342,20 @@ def load_bundle(directory: str | os.PathLike[str]) -> Bundle:
             manifest_path,
             path,
         )
+    _warn_unseen_free(manifest, str(manifest_path))
     return Bundle(path=path, manifest=manifest)
+
+
+def _warn_unseen_free(manifest: Manifest, source: str) -> None:
+    """A bundle written before unseen categories were scored loads, and says what it cannot do."""
+    free = [f.name for f in manifest.features if f.is_categorical and f.unseen_nats is None]
+    if free:
+        logger.warning(
+            "%s predates the scoring of unseen categories: a value of %s never seen in training scores as "
+            "missing (0 nats); retrain the bundle to make it count",
+            source,
+            free,
+        )
 
 
 def _check_decoder_digest(path: Path, manifest: Manifest, digest_of: Callable[[Path], str]) -> None:

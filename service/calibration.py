@@ -13,10 +13,17 @@ looks like the calibration data.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
+
+from service.errors import BundleError
+
+logger = logging.getLogger(__name__)
 
 
 def p_values(scores: np.ndarray, calibration_scores: np.ndarray) -> np.ndarray:
@@ -115,3 +122,39 @@ class PValueWindow:
     def __len__(self) -> int:
         with self._lock:
             return len(self._values)
+
+
+def check_calibration(scores: Sequence[float], alpha: float, source: str) -> None:
+    """Calibration scores: some, every one finite, in ascending order; enough for alpha, or a warning.
+
+    Raises:
+        BundleError: naming ``source`` and the first score at fault.
+    """
+    if not scores:
+        msg = f"{source}: calibration.scores is empty; the calibration holds no scores"
+        raise BundleError(msg)
+    bad = next((i for i, score in enumerate(scores) if not math.isfinite(score)), None)
+    if bad is not None:
+        msg = f"{source}: calibration.scores[{bad}] is {scores[bad]}; every calibration score must be a finite number"
+        raise BundleError(msg)
+    step = next((i for i in range(1, len(scores)) if scores[i] < scores[i - 1]), None)
+    if step is not None:
+        msg = (
+            f"{source}: calibration.scores are not in ascending order "
+            f"(position {step - 1} holds {scores[step - 1]}, position {step} holds {scores[step]})"
+        )
+        raise BundleError(msg)
+    n = len(scores)
+    if 1.0 / (n + 1.0) >= alpha:
+        need = math.floor(1.0 / alpha)
+        need += 1.0 / (need + 1.0) >= alpha
+        logger.warning(
+            "%s: calibration.scores holds %d scores, too few for alpha %g: the smallest p-value is 1/(n + 1) = %.3g, "
+            "so no row is flagged at that alpha (it takes at least %d scores; a request may still ask for a larger "
+            "alpha)",
+            source,
+            n,
+            alpha,
+            1.0 / (n + 1.0),
+            need,
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.metadata
+import logging
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,13 +21,15 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from service import calibration
+from service import calibration, unseen
 from service.bundle import OUTPUT_NAMES, Manifest
 from service.errors import QUOTE_ITEMS, InvalidInput, ModelNotFound, did_you_mean, quote, quote_list
 from service.features import beyond_float32, encode_frame, float32_reason
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
 from service.scorer import Scorer, Scores, resolve_alpha
+
+logger = logging.getLogger(__name__)
 
 SERVER_NAME = "latentwatch"
 # Decoding a request of more elements than this runs in a worker thread, off the event loop
@@ -66,6 +69,7 @@ class _Layout:
 
     categorical: np.ndarray  # (n_categorical,) column indices
     n_categories: np.ndarray  # (n_categorical,) category counts
+    highest_code: np.ndarray  # (n_categorical,) the unseen code, or the last category's in an older bundle
 
 
 class DataPlane:
@@ -84,6 +88,7 @@ class DataPlane:
         # Set when shutdown begins: readiness turns false, calls in flight still finish.
         self.shutting_down = False
         self._layouts: weakref.WeakKeyDictionary[LoadedModel, _Layout] = weakref.WeakKeyDictionary()
+        self._warned_unseen: set[tuple[str, str, str]] = set()  # (model, version, column) warned of once
 
     # -- health and metadata --------------------------------------------------------------
 
@@ -133,6 +138,7 @@ class DataPlane:
         """
         alpha = resolve_alpha(alpha, model.manifest)
         x = self.check_x(model, x)
+        self._count_unseen(model, x)
         outputs = await model.batcher.submit(x)
         p = outputs["p_value"]
         flagged = calibration.is_anomaly(p, alpha)
@@ -153,7 +159,8 @@ class DataPlane:
 
         A numeric feature may be NaN (missing) but not infinite, nor beyond float32's range
         (the rule of :func:`service.features.beyond_float32`); a categorical feature must
-        hold a whole code from -1 (missing or unseen) to its number of categories - 1.
+        hold a whole code from -1 (missing) to its number of categories (never seen in
+        training; in a bundle without ``unseen_nats``, up to that number - 1, -1 for unseen).
 
         Raises:
             InvalidInput: naming the model, and the row and column of the first bad value.
@@ -181,15 +188,16 @@ class DataPlane:
         if layout.categorical.size:
             codes = x[:, layout.categorical]
             with np.errstate(invalid="ignore"):
-                good = (np.rint(codes) == codes) & (codes >= -1) & (codes < layout.n_categories)
+                good = (np.rint(codes) == codes) & (codes >= -1) & (codes <= layout.highest_code)
             if not good.all():
                 row, j = np.argwhere(~good)[0]
                 col = int(layout.categorical[j])
                 feature = manifest.features[col]
+                top = len(feature.categories)
+                codes_are = f"-1 (missing) to {top} (unseen)" if feature.unseen_code == top else f"-1 to {top - 1}"
                 msg = (
                     f"model {name!r}: row {row}, column {feature.name!r} is categorical: "
-                    f"{x[row, col]} is not a code from -1 (missing or unseen) to "
-                    f"{len(feature.categories) - 1}; send labels as a named column instead"
+                    f"{x[row, col]} is not a code from {codes_are}; send labels as a named column instead"
                 )
                 raise InvalidInput(msg)
         return x
@@ -211,8 +219,8 @@ class DataPlane:
 
         Every feature must be present, no other column may be; all columns have the same
         length. Numeric columns take numbers (or numeric text; NaN/None = missing);
-        categorical columns take labels, and an unseen label scores as missing (code -1),
-        as the bundle contract says.
+        categorical columns take labels, and a label never seen in training gets the
+        feature's ``unseen_code``, as the bundle contract says.
 
         Raises:
             InvalidInput: a missing, unknown or misspelled column (with a suggestion), unequal
@@ -237,9 +245,26 @@ class DataPlane:
             layout = _Layout(
                 categorical=np.asarray(cat, dtype=np.intp),
                 n_categories=np.asarray([len(features[j].categories) for j in cat], dtype=np.float32),
+                highest_code=np.asarray(
+                    [max(features[j].unseen_code, len(features[j].categories) - 1) for j in cat], dtype=np.float32
+                ),
             )
             self._layouts[model] = layout
         return layout
+
+    def _count_unseen(self, model: LoadedModel, x: np.ndarray) -> None:
+        """Count the request's unseen categories; warn once per column that a request sends mostly unseen."""
+        if self._layout(model).categorical.size == 0:
+            return
+        counts = unseen.count_codes(x, model.manifest.features)
+        if self.metrics is not None:
+            self.metrics.observe_unseen(model.name, {c.column: c.unseen for c in counts if c.unseen})
+        for count in counts:
+            key = (model.name, model.version, count.column)
+            if count.mostly_unseen and key not in self._warned_unseen:
+                self._warned_unseen.add(key)
+                for message in unseen.warnings([count], model.manifest.features):
+                    logger.warning("model %r version %r: %s (said once per column)", model.name, model.version, message)
 
 
 def scoring_function(

@@ -2,9 +2,9 @@
 
 ``encode_frame`` turns a pandas DataFrame with the manifest's feature columns into float32
 ``x`` of shape ``(n_rows, n_features)``: a numeric feature as its value (NaN where missing),
-a categorical feature as the index of its label in ``Feature.categories``, -1 where missing
-or unseen. The training side encodes its own rows with the same function, so a row means the
-same thing everywhere.
+a categorical feature as the index of its label in ``Feature.categories``, -1 where missing,
+``Feature.unseen_code`` where the label was never seen in training. The training side encodes
+its own rows with the same function, so a row means the same thing everywhere.
 
 Category labels are compared as canonical strings (:func:`canonical_labels`): ``3``, ``3.0``
 and ``"3"`` are the same category; ``True`` and ``"True"`` too; and for a feature that
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from service import unseen as unseen_mod
 from service.bundle import Feature
 from service.errors import InvalidInput, did_you_mean, quote, quote_list
 
@@ -40,10 +41,15 @@ KINDS = ("null", "bool", "int", "float", "string", "temporal", "other")
 
 @dataclass(frozen=True)
 class Encoded:
-    """``x`` plus, per row, the reason it cannot be scored (``None`` for a good row)."""
+    """``x`` plus, per row, the reason it cannot be scored (``None`` for a good row).
+
+    ``unseen`` counts, per categorical feature, the good rows' present values and those never
+    seen in training.
+    """
 
     x: np.ndarray
     errors: list[str | None]
+    unseen: tuple[unseen_mod.UnseenCount, ...] = ()
 
     @property
     def bad_rows(self) -> list[int]:
@@ -207,11 +213,24 @@ def encode_numeric(series: pd.Series, feature: Feature) -> tuple[np.ndarray, lis
 
 
 def encode_categorical(series: pd.Series, feature: Feature) -> np.ndarray:
-    """Codes as float: the label's index in ``feature.categories``, -1 if missing or unseen."""
+    """Codes as float: the label's index in ``feature.categories``, -1 if missing,
+    ``feature.unseen_code`` if never seen in training."""
+    return _categorical_codes(categorical_labels(series, feature), feature)[0]
+
+
+def categorical_labels(series: pd.Series, feature: Feature) -> pd.Series:
+    """The canonical labels of ``series`` as training saw them: 0/1 read as booleans for a boolean feature."""
     if feature.dtype == "bool" and pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        series = series.map({1: True, 0: False})  # 0/1 as training's booleans; any other number is unseen
-    labels = canonical_labels(series)
-    return pd.Index(list(feature.categories)).get_indexer(labels).astype(np.float32)
+        series = series.map({1: True, 0: False})  # any other number is unseen
+    return canonical_labels(series)
+
+
+def _categorical_codes(labels: pd.Series, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(n_rows,)`` float32 of canonical ``labels``, and the mask of the unseen ones."""
+    codes = pd.Index(list(feature.categories)).get_indexer(labels)
+    unseen = (codes < 0) & labels.notna().to_numpy()
+    codes[unseen] = feature.unseen_code
+    return codes.astype(np.float32), unseen
 
 
 def encode_frame(
@@ -231,10 +250,13 @@ def encode_frame(
     check_columns(frame.columns, features, source)
     x = np.empty((len(frame), len(features)), dtype=np.float32)
     errors: list[str | None] = [None] * len(frame)
+    categorical = []
     for j, feature in enumerate(features):
         column = frame[feature.name]
         if feature.is_categorical:
-            x[:, j] = encode_categorical(column, feature)
+            labels = categorical_labels(column, feature)
+            x[:, j], unseen = _categorical_codes(labels, feature)
+            categorical.append((feature, labels, unseen))
             continue
         values, column_errors = encode_numeric(column, feature)
         with np.errstate(over="ignore"):  # a number beyond float32 becomes inf here; its row is bad
@@ -247,7 +269,9 @@ def encode_frame(
                 raise InvalidInput(msg)
             errors[row] = reason
             x[row, j] = np.nan
-    return Encoded(x=x, errors=errors)
+    good = np.fromiter((e is None for e in errors), dtype=bool, count=len(errors))
+    counts = tuple(unseen_mod.count_labels(f, labels[good], unseen[good]) for f, labels, unseen in categorical)
+    return Encoded(x=x, errors=errors, unseen=counts)
 
 
 def decode_codes(codes: np.ndarray, feature: Feature) -> np.ndarray:

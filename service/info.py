@@ -82,7 +82,8 @@ def _encoding(feature: Feature) -> str:
         more = len(feature.categories) - MAX_CATEGORIES_SHOWN
         if more > 0:
             shown += f", ... (+{more})"
-        return f"{len(feature.categories)} categories: {shown}"
+        unseen = "" if feature.unseen_nats is None else f"; an unseen one costs {_number(feature.unseen_nats)} nats"
+        return f"{len(feature.categories)} categories: {shown}{unseen}"
     if feature.is_constant:
         return f"constant {_number(feature.center)}; another value costs {_number(feature.off_value_nats)} nats"
     parts = [

@@ -15,7 +15,7 @@ Uniform(0, 1)) is computed then too, and queue depths are read from the batchers
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -75,6 +75,7 @@ CONTRACT_METRICS = (
     "latentwatch_model_alpha",
     "latentwatch_model_load_failures",
     "latentwatch_p_value_drift",
+    "latentwatch_unseen_categories",
 )
 
 
@@ -263,6 +264,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.unseen_categories = Counter(
+            f"{PREFIX}_unseen_categories_total",
+            "Categorical values never seen in training (each scored its column's unseen_nats), by model and column",
+            ["model", "column"],
+            registry=r,
+        )
         # Label children looked up once (the hot path counts every call).
         self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._row_children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -320,6 +327,11 @@ class Metrics:
         """Both of the above for rows scored outside the micro-batcher (``(n_rows,)`` each)."""
         self.observe_p_values(model, p_value)
         self.observe_rows(model, version, int(np.shape(p_value)[0]), int(np.count_nonzero(is_anomaly)))
+
+    def observe_unseen(self, model: str, counts: Mapping[str, int]) -> None:
+        """Values never seen in training of one request, by column (``{column: count}``)."""
+        for column, count in counts.items():
+            self.unseen_categories.labels(model, column).inc(count)
 
     def set_queue_source(self, source: Callable[[], dict[str, int]]) -> None:
         """Where ``latentwatch_queue_rows`` comes from: model -> rows queued, read at scrape."""

@@ -8,7 +8,7 @@ output; N(0, I) draws sample the prior) and returns, in the order of
   (``mean * scale + center``), numeric features in manifest order;
 - ``numeric_std`` ``(N, Fn)``: the decoder's learned standard deviation of each numeric
   feature times the feature's scale (the same for every row: the variance is per feature);
-  a constant feature (the last numeric columns) has its value as mean and 0 as std;
+  a constant feature has its value as mean and 0 as std;
 - ``category_probs_<j>`` ``(N, K_j)``: softmax of the decoder's logits for the categorical
   feature at manifest position ``j``, over its categories in manifest order.
 
@@ -53,7 +53,7 @@ class DecoderGraph(nn.Module):
             value = z[:, :1] * 0.0 + pre.const_value
             means.append(value)
             stds.append(value * 0.0)
-        outputs = [torch.cat(means, dim=-1), torch.cat(stds, dim=-1)] if means else []
+        outputs = [pre.numeric_manifest_ordered(torch.cat(part, dim=-1)) for part in (means, stds) if part]
         outputs += [torch.softmax(group, dim=-1) for group in logits]
         return tuple(outputs)
 
@@ -101,7 +101,8 @@ def check_decoder_parity(graph: DecoderGraph, path: Path, z: np.ndarray) -> floa
     z = np.ascontiguousarray(z, dtype=np.float32)
     ort_out = dict(zip(names, session.run(None, {DECODER_INPUT: z}), strict=True))
     pre = graph.preprocessor
-    scale = torch.cat([pre.scale, torch.ones(pre.n_constant)]).detach().cpu().numpy().astype(np.float64)
+    scale = pre.numeric_manifest_ordered(torch.cat([pre.scale, torch.ones(pre.n_constant)]).detach().cpu())
+    scale = scale.numpy().astype(np.float64)
     units = {"numeric_mean": scale, "numeric_std": scale}  # raw units: compare in standard deviations
     worst = parity_error(decoder_torch_outputs(graph, z, names), ort_out, units)
     if not worst <= PARITY_RTOL:

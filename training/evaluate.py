@@ -4,7 +4,9 @@ The rows are scored through the *bundle* (:class:`service.scorer.Scorer`, onnxru
 the torch model, so the figures are those the service will reach. Ranking quality comes
 from the primary raw score (higher = more anomalous): ROC-AUC and average precision. The
 decision quality comes from ``is_anomaly`` at the bundle's alpha: precision, recall, F1
-and the false-positive rate reached on the normal rows, which should sit near alpha.
+and the false-positive rate reached on the normal rows, which should sit near alpha. The
+notes name the categorical columns holding values never seen in training, and a column that
+looks renamed or recoded (mostly such values: see :mod:`service.unseen`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from service import unseen
+from service.bundle import Feature
 from service.errors import DataError
+from service.features import encode_frame
 from service.scorer import Scorer
 from training.data import parse_labels
 
@@ -95,7 +100,7 @@ def evaluate_bundle(
     primary = manifest.primary_score
     y_score = scored[primary].to_numpy(dtype=float)
     flagged = scored["is_anomaly"].to_numpy(dtype=bool)
-    notes: list[str] = []
+    notes = _unseen_notes(frame, manifest.features, source)
     roc_auc, ap = _ranking(y_true, y_score, notes)
     precision, recall, f1, fpr = _decision(y_true, flagged)
     return EvaluationResult(
@@ -115,6 +120,16 @@ def evaluate_bundle(
         top_anomalies=_top_anomalies(frame, scored, y_true, scorer, top),
         notes=notes,
     )
+
+
+def _unseen_notes(frame: pd.DataFrame, features: tuple[Feature, ...], source: str) -> list[str]:
+    """The summary of values never seen in training, then a note per column that looks renamed or recoded."""
+    categorical = [f for f in features if f.is_categorical]
+    if not categorical:
+        return []
+    counts = encode_frame(frame[[f.name for f in categorical]], categorical, source=source).unseen
+    line = unseen.summary(counts)
+    return ([line] if line else []) + unseen.warnings(counts, features)
 
 
 def _ranking(y_true: np.ndarray, y_score: np.ndarray, notes: list[str]) -> tuple[float | None, float | None]:

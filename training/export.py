@@ -2,9 +2,11 @@
 
 ``ScoringGraph.forward(x)`` takes the bundle's raw ``x`` ``(N, F)`` and returns, in the order
 of ``service.bundle.OUTPUT_NAMES``: ``recon_error`` ``(N,)``, ``neg_elbo`` ``(N,)``, ``kl``
-``(N,)``, ``feature_scores`` ``(N, F)``, ``expected`` ``(N, F)``, ``latent`` ``(N, L)``.
-Constant features (the manifest's last columns) are scored here, outside the model: their
-``off_value_nats`` join ``neg_elbo`` and ``feature_scores``, and their ``expected`` is their value.
+``(N,)``, ``feature_scores`` ``(N, F)``, ``expected`` ``(N, F)``, ``latent`` ``(N, L)``, the
+per-feature outputs in manifest order (the training table's). Constant features are scored
+here, outside the model: their ``off_value_nats`` join ``neg_elbo`` and ``feature_scores``, and
+their ``expected`` is their value. So is a category never seen in training: its feature's
+``unseen_nats`` join them too (the model's likelihood skips it, as a missing value).
 The Monte-Carlo draws are a buffer fixed by the seed, applied to every row the same way,
 so a row's scores never depend on the other rows of its batch.
 """
@@ -58,32 +60,39 @@ class ScoringGraph(nn.Module):
         for j, group in enumerate(logits):
             size = group.shape[-1]
             code = batch.codes[:, j]
-            valid = ((code >= 0) & (code < size)).float()
+            # An unseen category is a one-hot "other" entry the decoder gives no probability: it adds 1.
+            present, unseen = (code >= 0).float(), (code >= size).float()
             one_hot = (code.unsqueeze(-1).float() == self.preprocessor.category_range[:size]).float()
-            error = (one_hot - torch.softmax(group, dim=-1)).pow(2).sum(-1) * valid
+            error = ((one_hot - torch.softmax(group, dim=-1)).pow(2).sum(-1) + unseen) * present
             squared.append(error.unsqueeze(-1))
-            counted = counted + valid
+            counted = counted + present
             expected.append(group.argmax(-1, keepdim=True).float())
         recon_error = torch.cat(squared, dim=-1).sum(-1) / counted.clamp(min=1.0)
         expected_all = self.model.manifest_ordered(expected)
         return recon_error, expected_all
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pre = self.preprocessor
         batch = self.preprocess(x)
         scores = self.model.score(batch, self.eps)
         recon_error, expected = self.reconstruction(batch, scores["latent"])
         neg_elbo, feature_scores = scores["neg_elbo"], scores["feature_scores"]
-        if self.preprocessor.n_constant:
-            off_value = self.preprocessor.off_value(x)
+        if pre.group_sizes:
+            unseen = pre.unseen(batch.codes)  # (N, Fc), the networks' last columns
+            neg_elbo = neg_elbo + unseen.sum(-1)
+            numeric, categorical = feature_scores[:, : pre.n_numeric], feature_scores[:, pre.n_numeric :]
+            feature_scores = torch.cat([numeric, categorical + unseen], dim=-1)
+        if pre.n_constant:
+            off_value = pre.off_value(x)
             neg_elbo = neg_elbo + off_value.sum(-1)
             feature_scores = torch.cat([feature_scores, off_value], dim=-1)
-            expected = torch.cat([expected, self.preprocessor.const_value.expand_as(off_value)], dim=-1)
+            expected = torch.cat([expected, pre.const_value.expand_as(off_value)], dim=-1)
         return (
             recon_error,
             neg_elbo,
             scores["kl"],
-            feature_scores,
-            expected,
+            pre.manifest_ordered(feature_scores),
+            pre.manifest_ordered(expected),
             scores["latent"],
             *(scores[name] for name in self.output_names[len(OUTPUT_NAMES) :]),
         )
@@ -146,6 +155,8 @@ def mixture_split_allowance(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.
     if graph.preprocessor.n_constant:  # constant columns are scored outside the mixture: no split
         pad = np.zeros((len(x), graph.preprocessor.n_constant))
         out["feature_scores"] = np.concatenate([out["feature_scores"], pad], axis=1)
+    order = graph.preprocessor.to_manifest_order.numpy()
+    out["feature_scores"] = out["feature_scores"][:, order]
     return out
 
 
@@ -165,9 +176,8 @@ def category_probabilities(graph: ScoringGraph, x: np.ndarray) -> dict[int, np.n
     graph = graph.cpu().eval()
     batch = graph.preprocess(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
     _, logits = graph.model.decode(graph.model.score(batch, graph.eps)["latent"])
-    manifest_column = {int(inner): column for column, inner in enumerate(graph.model.to_manifest_order.tolist())}
-    n_numeric = graph.preprocessor.n_numeric
-    return {manifest_column[n_numeric + j]: torch.softmax(group, -1).numpy() for j, group in enumerate(logits)}
+    columns = graph.preprocessor.cat_idx.tolist()
+    return {columns[j]: torch.softmax(group, -1).numpy() for j, group in enumerate(logits)}
 
 
 def forgive_category_ties(

@@ -2,7 +2,9 @@
 
 Numeric features are Gaussian in standardized units with a learned per-feature variance;
 categorical features are categorical distributions over their one-hot group. A missing
-value (numeric NaN, category code -1 or out of range) contributes zero.
+value (numeric NaN, category code -1) contributes zero, and so does a category code out of
+range here: the scoring graph charges a category never seen in training (code K) itself
+(``training.preprocess.Preprocessor.unseen``).
 """
 
 from __future__ import annotations

@@ -64,7 +64,9 @@ def build_manifest(
         label_column=plan.label_column,
         preprocessing={
             "numeric": "median imputation + missing indicator; standardized with training mean and std",
-            "categorical": "one-hot; missing and unseen categories (code -1) are skipped by the likelihood",
+            "categorical": "one-hot; a missing category (code -1) is skipped by the likelihood; one never seen in "
+            "training (code K, the number of categories) adds unseen_nats = log(n + K + 1) to neg_elbo "
+            "(rule of succession over the n training values)",
             "constant": "a numeric column with one value in the training rows skips the networks; any other "
             "value adds off_value_nats = log(n + 2) to neg_elbo (rule of succession), a missing one nothing",
         },

@@ -29,7 +29,7 @@ def random_rows(features: Sequence[Feature], n: int, seed: int) -> np.ndarray:
     x = np.empty((n, len(features)), dtype=np.float32)
     for j, f in enumerate(features):
         if f.is_categorical:
-            x[:, j] = rng.integers(-1, len(f.categories), n)
+            x[:, j] = rng.integers(-1, len(f.categories) + 1, n)  # -1 missing, len(categories) unseen
         elif f.is_constant:
             x[:, j] = np.where(rng.random(n) < 0.5, f.center, f.center + rng.standard_normal(n))
             x[rng.random(n) < 0.1, j] = np.nan

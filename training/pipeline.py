@@ -221,15 +221,11 @@ def _train_and_write(
     )
     if group is not None:  # the batch is shared out: each process takes its part of every step's rows
         resolved = dataclasses.replace(resolved, batch_size=-(-resolved.batch_size // group.world))
-    network = features[: pre.network_features]  # the constant features come last and skip the networks
-    order = tuple(i for i, f in enumerate(network) if not f.is_categorical) + tuple(
-        i for i, f in enumerate(network) if f.is_categorical
-    )
     arch = Architecture(
         n_inputs=pre.n_inputs,
         n_numeric=pre.n_numeric,
         group_sizes=tuple(pre.group_sizes),
-        feature_order=order,
+        feature_order=tuple(range(pre.network_features)),  # the Preprocessor's order; it restores the manifest's
         hidden=resolved.hidden,
         depth=settings.depth,
         latent_dim=resolved.latent_dim,

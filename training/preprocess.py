@@ -6,11 +6,18 @@ Missing values and unseen categories (the documented policy):
   indicator input (1 = missing) is added for every feature that had missing values in
   training. The missing value adds nothing to the likelihood: scores are those of the
   observed part of the row.
-- categorical: a missing value and a category never seen in training both have code -1;
-  the encoder sees an all-zero one-hot group and the likelihood skips that feature.
+- categorical: a missing value has code -1 and a category never seen in training code K
+  (the number of categories); the encoder sees an all-zero one-hot group for both. A missing
+  value adds nothing to the likelihood; an unseen one costs the row ``unseen_nats``
+  (log(n + K + 1), see ``service.bundle.Feature``), charged by :meth:`Preprocessor.unseen`.
 - constant (a numeric column that held one value in every training row): the networks never
   see it; any other value costs the row ``off_value_nats`` (see ``service.bundle.Feature``), a
   missing one nothing.
+
+The features, and so ``x``'s columns, keep the training table's order. Inside the graph the
+networks take the varying numeric features, then the categorical ones, and the constant ones
+are scored beside them: :meth:`Preprocessor.manifest_ordered` puts per-feature outputs back in
+the table's order.
 
 Everything here runs inside the exported ONNX graph, so every consumer gets it for free.
 """
@@ -70,31 +77,34 @@ def fit_categorical(series: pd.Series, name: str) -> Feature:
         dtype=_dtype_name(series),
         categories=tuple(label for label, _ in ordered),
         missing_in_training=float(labels.isna().mean()),
+        unseen_nats=math.log(int(counts.sum()) + len(ordered) + 1),
     )
 
 
 def fit_features(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> tuple[Feature, ...]:
-    """Fit every feature's statistics on the training rows.
+    """Fit every feature's statistics on the training rows, in ``frame``'s column order.
 
-    The order is the bundle's: numeric features, then categorical ones, then the constant ones,
-    so that the networks' features come first, in the order their outputs are computed.
+    That order is the bundle's, and so ``x``'s: a client that packs ``x`` in its table's column
+    order gets the right scores. The graph reorders for the networks inside (:class:`Preprocessor`).
     """
-    numbers = [fit_numeric(frame[c], c) for c in numeric]
-    categories = [fit_categorical(frame[c], c) for c in categorical]
-    varying = [f for f in numbers if not f.is_constant]
-    return tuple(varying + categories + [f for f in numbers if f.is_constant])
+    kinds = dict.fromkeys(numeric, False) | dict.fromkeys(categorical, True)
+    return tuple(
+        fit_categorical(frame[c], c) if kinds[c] else fit_numeric(frame[c], c) for c in frame.columns if c in kinds
+    )
 
 
 class Preprocessor(nn.Module):
-    """Raw ``x`` ``(N, F)`` to the encoder's input and the decoder's targets.
+    """Raw ``x`` ``(N, F)`` (manifest order) to the encoder's input and the decoder's targets.
 
     ``forward`` returns:
         enc_in: ``(N, D_in)`` standardized numerics, missing indicators, one-hot groups.
         num: ``(N, Fn)`` standardized numerics, imputed where missing.
         num_observed: ``(N, Fn)`` 1.0 where the numeric value was present.
-        cat_codes: ``(N, Fc)`` long category codes, -1 where missing or unseen.
+        cat_codes: ``(N, Fc)`` long category codes, -1 where missing, K where unseen.
 
-    Constant features are not among them: :meth:`off_value` scores them, outside the networks.
+    The networks' order is the varying numeric features, then the categorical ones, each in
+    manifest order. Constant features are not among them: :meth:`off_value` scores them, and
+    :meth:`unseen` the categories never seen in training, outside the networks.
     """
 
     def __init__(self, features: Sequence[Feature]) -> None:
@@ -103,10 +113,13 @@ class Preprocessor(nn.Module):
         categorical = [i for i, f in enumerate(features) if f.is_categorical]
         constant = [i for i, f in enumerate(features) if f.is_constant]
         self.network_features = len(numeric) + len(categorical)
-        if constant and min(constant) < self.network_features:
-            msg = "constant features must come after the others (training.preprocess.fit_features)"
-            raise ValueError(msg)
         self.group_sizes = [len(features[i].categories) for i in categorical]
+        inner = numeric + categorical + constant  # the graph's order: each position's manifest column
+        self.in_manifest_order = inner == sorted(inner)
+        self.register_buffer("to_manifest_order", torch.tensor(np.argsort(inner).tolist(), dtype=torch.long))
+        numbers = numeric + constant  # decoder.onnx lists the numeric features in manifest order
+        self.numbers_in_manifest_order = numbers == sorted(numbers)
+        self.register_buffer("numeric_to_manifest_order", torch.tensor(np.argsort(numbers).tolist(), dtype=torch.long))
         with_missing = [k for k, i in enumerate(numeric) if features[i].missing_in_training > 0]
         self.register_buffer("num_idx", torch.tensor(numeric, dtype=torch.long))
         self.register_buffer("cat_idx", torch.tensor(categorical, dtype=torch.long))
@@ -118,6 +131,10 @@ class Preprocessor(nn.Module):
         self.register_buffer("const_idx", torch.tensor(constant, dtype=torch.long))
         self.register_buffer("const_value", self._stat(features, constant, "center"))
         self.register_buffer("const_nats", self._stat(features, constant, "off_value_nats"))
+        # A bundle's features without unseen_nats (written before) charge nothing for an unseen value.
+        unseen_nats = [float(features[i].unseen_nats or 0.0) for i in categorical]
+        self.register_buffer("unseen_nats", torch.tensor(unseen_nats, dtype=torch.float32))
+        self.register_buffer("group_size", torch.tensor(self.group_sizes, dtype=torch.long))
 
     @staticmethod
     def _stat(features: Sequence[Feature], index: list[int], key: str) -> torch.Tensor:
@@ -143,6 +160,21 @@ class Preprocessor(nn.Module):
             parts.append((codes[:, j : j + 1] == self.category_range[:size]).float())
         return torch.cat(parts, dim=1), num, observed, codes.long()
 
+    def manifest_ordered(self, inner: torch.Tensor) -> torch.Tensor:
+        """``(N, F)`` per-feature values in the graph's order (networks', then constants) to manifest order."""
+        return inner if self.in_manifest_order else inner.index_select(-1, self.to_manifest_order)
+
+    def numeric_manifest_ordered(self, inner: torch.Tensor) -> torch.Tensor:
+        """``(..., Fn + Fk)`` numeric values (varying, then constant) to the numeric features' manifest order."""
+        return inner if self.numbers_in_manifest_order else inner.index_select(-1, self.numeric_to_manifest_order)
+
+    def unseen(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(N, Fc)`` nats of each categorical feature: ``unseen_nats`` where the code is K or more.
+
+        ``codes`` are ``forward``'s ``(N, Fc)`` codes; a missing value (-1) costs nothing.
+        """
+        return (codes >= self.group_size).float() * self.unseen_nats
+
     def off_value(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, Fk)`` nats of each constant feature: ``off_value_nats`` where the value differs.
 
@@ -166,7 +198,7 @@ class Preprocessor(nn.Module):
         return num.clamp(-CLIP, CLIP), (~missing).float(), indicators
 
     def _codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Category codes as floats, -1 where missing (empty when no categorical feature)."""
+        """Category codes as floats, -1 where missing, K where unseen (empty when no categorical feature)."""
         if not self.group_sizes:
             return x[:, :0]
         codes = x.index_select(1, self.cat_idx)

@@ -46,7 +46,15 @@ import pandas as pd
 import pyarrow as pa
 
 from service.batch.io import CsvProgress, InputFile, iter_batches, iter_parquet_rows, row_group_sizes
-from service.batch.rows import SCORER_CHUNK_ROWS, OutputPlan, ScoreOptions, make_plan, score_arrow, score_rows
+from service.batch.rows import (
+    SCORER_CHUNK_ROWS,
+    OutputPlan,
+    ScoreOptions,
+    concat_scored,
+    make_plan,
+    score_arrow,
+    score_rows,
+)
 from service.bundle import MANIFEST_FILE, Bundle, load_bundle
 from service.errors import ConfigError, LatentwatchError, MissingExtra
 from service.scorer import Scorer
@@ -197,7 +205,7 @@ def _score_piece(
             offset += batch.num_rows
     except LatentwatchError as err:
         return err
-    return pa.concat_tables(tables) if tables else plan.schema.empty_table()
+    return concat_scored(tables, plan)
 
 
 def _score_table(

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from service import unseen as unseen_mod
 from service.batch.csvfile import separator_hint
 from service.batch.io import (
     AtomicWriter,
@@ -41,6 +42,7 @@ from service.batch.rows import (
     make_plan,
     score_arrow,
     scorer_values,
+    unseen_counts,
 )
 from service.bundle import Bundle, Feature, load_bundle
 from service.errors import ConfigError, DataError, InvalidInput
@@ -64,6 +66,7 @@ class Summary:
     anomalies: int
     errors: int
     seconds: float
+    unseen: tuple[unseen_mod.UnseenCount, ...] = ()  # per categorical column of the scored rows
 
     @property
     def scored(self) -> int:
@@ -75,11 +78,14 @@ class Summary:
         return self.rows / self.seconds if self.seconds > 0 else float("nan")
 
     def describe(self) -> str:
-        """One line for people: rows, anomalies, rows with errors, seconds."""
-        return (
+        """One line for people: rows, anomalies, rows with errors, seconds; a second one naming
+        the columns that held values never seen in training, if any did."""
+        line = (
             f"scored {self.rows:,} rows in {self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s, "
             f"engine {self.engine}): {self.anomalies:,} anomalies, {self.errors:,} rows with errors -> {self.output}"
         )
+        unseen_line = unseen_mod.summary(self.unseen)
+        return line if unseen_line is None else f"{line}\n{unseen_line}"
 
 
 def scored_here(
@@ -248,8 +254,10 @@ def run_job(
 
             dask_client = stack.enter_context(dask_engine.connect(scheduler, workers, client))
             tables = dask_engine.scored_tables(dask_client, files, plan, bundle, options, bar.csv_progress)
-        rows, anomalies, errors = _write_all(tables, writer, bar)
+        rows, anomalies, errors, counts = _write_all(tables, writer, bar)
         writer.commit()
+    for message in unseen_mod.warnings(counts, features):
+        logger.warning("%s", message)
     return Summary(
         model=name,
         version=version,
@@ -259,6 +267,7 @@ def run_job(
         anomalies=anomalies,
         errors=errors,
         seconds=time.perf_counter() - started,
+        unseen=counts,
     )
 
 
@@ -276,13 +285,15 @@ def _check_engine(engine: str, scheduler: str | None, workers: int | None, via: 
 
 def _write_all(
     tables: Iterator[tuple[pa.Table, InputFile]], writer: AtomicWriter, bar: _Progress
-) -> tuple[int, int, int]:
-    """Write every table in order; return (rows, anomalies, rows with errors)."""
+) -> tuple[int, int, int, tuple[unseen_mod.UnseenCount, ...]]:
+    """Write every table in order; return (rows, anomalies, rows with errors, unseen categories)."""
     rows = anomalies = errors = 0
+    counts: tuple[unseen_mod.UnseenCount, ...] = ()
     for table, file in tables:
-        writer.write(table, file.source)
+        counts = unseen_mod.merge(counts, unseen_counts(table))
+        writer.write(table.replace_schema_metadata(writer.schema.metadata), file.source)
         rows += table.num_rows
         anomalies += int(pc.sum(table.column("is_anomaly")).as_py() or 0)
         errors += table.num_rows - table.column(ERROR_COLUMN).null_count
         bar.update(table.num_rows, file)
-    return rows, anomalies, errors
+    return rows, anomalies, errors, counts

@@ -19,6 +19,10 @@ Output columns, in this order:
 
 With ``strict`` the first such row stops the job with an error naming the file and the row
 (counted from 0 within its file, the header not counted) or the line, and nothing is written.
+
+Each output table also carries, in its schema's metadata under :data:`UNSEEN_KEY`, its scored
+rows' counts of categorical values never seen in training (:mod:`service.unseen`), for the
+job's summary: read them with :func:`unseen_counts`, join tables with :func:`concat_scored`.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from service import unseen
 from service.batch.csvfile import READ_ERROR_COLUMN
 from service.bundle import ROW_SCORES, Feature
 from service.errors import ConfigError, InvalidInput
-from service.features import check_columns, decode_codes, encode_frame
+from service.features import Encoded, check_columns, decode_codes, encode_frame
 from service.scorer import DEVICES, Scorer
 
 ERROR_COLUMN = "error"
+UNSEEN_KEY = b"latentwatch.unseen"
 DEFAULT_BATCH_ROWS = 65536
 # Rows per onnxruntime call. The graph's intermediate tensors (hidden units x Monte-Carlo
 # draws per row) take about 14 KiB per row for a 32-feature VAE: 65,536 rows would hold
@@ -271,6 +277,18 @@ def score_rows(
     with ``plan.strict``, raise :class:`InvalidInput` naming ``source`` and the row, counted
     from ``row_offset``, or the line); the others go to ``scorer``.
     """
+    return _score_rows(frame, scorer, plan, source=source, row_offset=row_offset, read_errors=read_errors)[0]
+
+
+def _score_rows(
+    frame: pd.DataFrame,
+    scorer: Scorer | RowScorer,
+    plan: OutputPlan,
+    *,
+    source: str,
+    row_offset: int,
+    read_errors: Sequence[str | None] | None = None,
+) -> tuple[list[pa.Array], Encoded]:
     score = scorer_values(scorer, plan) if isinstance(scorer, Scorer) else scorer
     n = len(frame)
     reasons = list(read_errors) if read_errors is not None else []
@@ -289,7 +307,7 @@ def score_rows(
     fields = list(plan.schema)[len(plan.passthrough) : -1]  # the score fields, without ``error``
     arrays = [_column(np.asarray(values[field.name]), field.type, good) for field in fields]
     arrays.append(pa.nulls(n, pa.string()) if good is None else pa.array(errors, type=pa.string()))
-    return arrays
+    return arrays, encoded
 
 
 def score_arrow(
@@ -306,5 +324,20 @@ def score_arrow(
     frame = feature_frame(batch, plan.features, text_input=text_input)
     arrays = [batch.column(name) for name in plan.passthrough]
     unread = batch.column(READ_ERROR_COLUMN).to_pylist() if READ_ERROR_COLUMN in batch.schema.names else None
-    arrays += score_rows(frame, scorer, plan, source=source, row_offset=row_offset, read_errors=unread)
-    return pa.Table.from_arrays(arrays, names=plan.schema.names)
+    scored, encoded = _score_rows(frame, scorer, plan, source=source, row_offset=row_offset, read_errors=unread)
+    table = pa.Table.from_arrays(arrays + scored, names=plan.schema.names)
+    return table.replace_schema_metadata({UNSEEN_KEY: unseen.to_json(encoded.unseen)})
+
+
+def unseen_counts(table: pa.Table) -> tuple[unseen.UnseenCount, ...]:
+    """The counts of unseen categories an output table carries (none when it carries none)."""
+    text = (table.schema.metadata or {}).get(UNSEEN_KEY)
+    return unseen.from_json(text) if text else ()
+
+
+def concat_scored(tables: Sequence[pa.Table], plan: OutputPlan) -> pa.Table:
+    """Output tables joined in order, their counts of unseen categories added up."""
+    if not tables:
+        return plan.schema.empty_table()
+    counts = unseen.merge(*(unseen_counts(t) for t in tables))
+    return pa.concat_tables(tables).replace_schema_metadata({UNSEEN_KEY: unseen.to_json(counts)})

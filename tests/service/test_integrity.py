@@ -176,7 +176,7 @@ def test_a_calibration_too_small_for_its_alpha_loads_with_a_warning(make_bundle,
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="service.bundle"):
         load_bundle(make_bundle("enough", scores=[1.0] * 20, alpha=ALPHA))
-    assert not caplog.records
+    assert not [r for r in caplog.records if "too few for alpha" in r.getMessage()]
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def test_sign_records_an_old_bundle_as_it_is(bundle_dir: Path, capsys, caplog) -
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="service.bundle"):
         assert load_bundle(bundle_dir).manifest.integrity is not None
-    assert not caplog.records
+    assert not [r for r in caplog.records if "integrity" in r.getMessage()]
     assert main(["sign", str(bundle_dir)]) == 0
     assert "already has an integrity record" in capsys.readouterr().out
     edit_manifest(bundle_dir, alpha)

@@ -36,6 +36,7 @@ CONTRACT = {
     "latentwatch_model_alpha": ("gauge", {"model", "version"}),
     "latentwatch_model_load_failures": ("counter", {"model"}),
     "latentwatch_p_value_drift": ("gauge", {"model"}),
+    "latentwatch_unseen_categories": ("counter", {"model", "column"}),
 }
 
 
@@ -48,6 +49,7 @@ def exercised() -> Metrics:
     metrics.observe_scores("m", "1", np.array([0.5, 0.004]), np.array([False, True]))
     metrics.set_queue_source(lambda: {"m": 3})
     metrics.load_failed("m")
+    metrics.observe_unseen("m", {"site": 2})
     return metrics
 
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
@@ -42,7 +43,7 @@ def scorer(trained: TrainResult) -> Scorer:
 
 def test_the_constant_column_is_a_feature_that_remembers_its_value(trained: TrainResult) -> None:
     manifest = trained.manifest
-    firmware = manifest.features[-1]  # constant features come last
+    firmware = manifest.features[manifest.feature_names.index("firmware")]
     assert firmware.name == "firmware"
     assert firmware.is_constant
     assert firmware.kind == "numeric"
@@ -53,7 +54,7 @@ def test_the_constant_column_is_a_feature_that_remembers_its_value(trained: Trai
 
 def test_another_value_costs_exactly_its_nats_and_is_named(trained: TrainResult, scorer: Scorer) -> None:
     rows = with_firmware(mixed_table(30, seed=5))
-    nats = trained.manifest.features[-1].off_value_nats
+    nats = trained.manifest.features[trained.manifest.feature_names.index("firmware")].off_value_nats
     before = scorer.score_frame(rows, explain=True)
     moved = scorer.score_frame(rows.assign(firmware=4.0), explain=True)
 
@@ -80,6 +81,44 @@ def test_the_networks_train_as_if_the_column_were_absent(trained: TrainResult, t
     kept = Scorer.open(trained.bundle_dir, device="cpu").score_frame(with_firmware(rows))
     np.testing.assert_allclose(kept["neg_elbo"], plain["neg_elbo"], rtol=1e-5, atol=1e-4)
     assert trained.manifest.latent_dim == without.manifest.latent_dim
+
+
+def test_x_in_the_tables_column_order_gets_the_tables_scores(tmp_path: Path) -> None:
+    """A client that packs ``x`` in its table's column order, as an ONNX or Triton user does, gets
+    the scores of its rows: constant columns first and in the middle, a category among numbers."""
+    table = mixed_table(400).drop(columns="flag")[["site", "load", "power", "count"]]
+    table.insert(0, "firmware", FIRMWARE)
+    table.insert(3, "rack", 7)
+    result = train_bundle(table, tmp_path / "b", overrides=QUICK)
+    manifest = result.manifest
+    assert manifest.feature_names == list(table.columns)
+    assert [f.name for f in manifest.features if f.is_constant] == ["firmware", "rack"]
+
+    rows = mixed_table(40, seed=11).drop(columns="flag")[["site", "load", "power", "count"]]
+    rows.insert(0, "firmware", FIRMWARE)
+    rows.insert(3, "rack", 7)
+    rows.loc[rows.index[::5], "firmware"] = 4.0  # off-value rows
+    # The client's own packing: each column in its table's place, a label as its index in the manifest's list.
+    site = manifest.features[1]
+    x = rows.assign(site=[site.categories.index(v) if v in site.categories else -1 for v in rows["site"]])
+    session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, {"x": x.to_numpy(dtype=np.float32)}), strict=True))
+
+    by_name = Scorer.open(result.bundle_dir, device="cpu").score_frame(rows, explain=True)
+    np.testing.assert_allclose(out["neg_elbo"], by_name["neg_elbo"], rtol=1e-5)
+    for j, column in enumerate(rows.columns):
+        explained = by_name[f"feature_score_{column}"]
+        np.testing.assert_allclose(out["feature_scores"][:, j], explained, rtol=1e-5, atol=1e-6)
+    off = rows["firmware"].to_numpy() != FIRMWARE
+    np.testing.assert_allclose(out["feature_scores"][off, 0], manifest.features[0].off_value_nats, rtol=1e-6)
+    assert (out["feature_scores"][~off, 0] == 0).all()
+    assert (out["expected"][:, 0] == FIRMWARE).all()
+    assert (out["expected"][:, 3] == 7).all()
+    generated = Generator.open(result.bundle_dir).sample(20, seed=2)
+    assert list(generated.columns) == list(table.columns)
+    assert (generated["firmware"] == FIRMWARE).all()
+    assert (generated["rack"] == 7).all()
 
 
 def test_generated_rows_hold_the_value(trained: TrainResult) -> None:

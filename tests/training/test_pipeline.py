@@ -128,8 +128,8 @@ def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -
     x = encode_frame(frame, result.manifest.features).x
     rng = np.random.default_rng(0)
     random_rows = rng.normal(scale=5, size=(100, x.shape[1])).astype(np.float32)
-    random_rows[:, 3] = rng.integers(-1, 4, 100)  # site codes, -1 = missing or unseen
-    random_rows[:, 4] = rng.integers(-1, 2, 100)
+    random_rows[:, 3] = rng.integers(-1, 4, 100)  # site codes, -1 = missing, 3 = unseen
+    random_rows[:, 4] = rng.integers(-1, 3, 100)
     random_rows[rng.random(random_rows.shape) < 0.1] = np.nan
     both = np.concatenate([x, random_rows])
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -227,15 +227,14 @@ def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, column
 def test_the_graph_copies_no_likelihoods_into_the_manifests_order(
     tmp_path: Path, quick: dict, columns: list[str]
 ) -> None:
-    """The manifest lists numeric columns first, the likelihood's own order: no reordering copy."""
+    """The manifest keeps the table's order; the graph puts only its (N, F) outputs in it, once each."""
     import onnx
 
     result = train_bundle(mixed_table(200)[columns], tmp_path / "b", overrides=quick)
-    assert [f.kind for f in result.manifest.features] == sorted(
-        (f.kind for f in result.manifest.features), key=lambda kind: kind != "numeric"
-    )
+    assert result.manifest.feature_names == columns
     graph = onnx.load(str(result.bundle_dir / "model.onnx")).graph
-    assert not [n for n in graph.node if any("to_manifest_order" in name for name in n.input)]
+    reordered = [n.output[0] for n in graph.node if any("to_manifest_order" in name for name in n.input)]
+    assert reordered == ([] if columns[0] == "load" else ["feature_scores", "expected"])
 
 
 def test_columns_in_another_order_are_put_in_the_manifests() -> None:

@@ -36,7 +36,7 @@ def _rows(result: TrainResult) -> np.ndarray:
     x = encode_frame(mixed_table(200, seed=5), result.manifest.features).x
     rng = np.random.default_rng(0)
     random_rows = rng.normal(scale=5, size=(100, x.shape[1])).astype(np.float32)
-    random_rows[:, 3] = rng.integers(-1, 4, 100)  # site codes, -1 = missing or unseen
+    random_rows[:, 3] = rng.integers(-1, 4, 100)  # site codes, -1 = missing, 3 = unseen
     random_rows[:, 4] = rng.integers(-1, 2, 100)
     random_rows[rng.random(random_rows.shape) < 0.1] = np.nan
     return np.concatenate([x, random_rows])

@@ -38,7 +38,7 @@ class Architecture:
     n_inputs: int
     n_numeric: int
     group_sizes: tuple[int, ...]
-    feature_order: tuple[int, ...]  # position in manifest order of each [numeric..., categorical...]
+    feature_order: tuple[int, ...]  # output position of each [numeric..., categorical...]; see manifest_ordered
     hidden: int
     depth: int
     latent_dim: int
@@ -93,12 +93,13 @@ class Autoencoder(nn.Module):
         self.in_manifest_order = inverse == list(range(len(inverse)))
 
     def manifest_ordered(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        """``[numeric..., categorical...]`` columns joined on the last axis, in manifest order.
+        """``[numeric..., categorical...]`` columns joined on the last axis, in ``feature_order``.
 
-        When that is already the manifest's order (numeric columns first, or one kind only) the
-        columns are returned as they are: the exported graph then holds no copy of them, and on
-        mnist the copies (a Concat and a Gather of each member's ``(draws, N, F)`` likelihoods)
-        took about a sixth of the graph's time.
+        The pipeline keeps that order (an identity ``feature_order``): the columns are returned as
+        they are and the exported graph holds no copy of them, and the scoring graph puts its
+        ``(N, F)`` outputs in manifest order once (``Preprocessor.manifest_ordered``). On mnist the
+        copies here (a Concat and a Gather of each member's ``(draws, N, F)`` likelihoods) took
+        about a sixth of the graph's time.
         """
         joined = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         return joined if self.in_manifest_order else joined.index_select(-1, self.to_manifest_order)
@@ -133,7 +134,7 @@ class Autoencoder(nn.Module):
         return torch.log(F.softplus(self.raw_log_var) + self.arch.min_scale**2)
 
     def feature_nll(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Per-feature negative log-likelihood in manifest order, ``(..., N, F)``."""
+        """Per-feature negative log-likelihood in ``feature_order``, ``(..., N, F)``."""
         mean, logits = self.decode(z)
         parts = []
         if self.arch.n_numeric:

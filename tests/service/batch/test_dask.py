@@ -43,6 +43,7 @@ def test_dask_output_equals_local_row_for_row(client: Client, trained_bundle: Pa
     frame = scoring_table(3000, seed=5)
     frame["load"] = frame["load"].astype(str)
     frame.loc[[17, 2222], "load"] = ["oops", "1,5"]
+    frame.loc[[5, 1900, 2999], "site"] = "mars"  # never seen in training: counted on the workers
     (tmp_path / "parts").mkdir()
     frame.iloc[:1700].to_parquet(tmp_path / "parts" / "a.parquet", row_group_size=300)
     frame.iloc[1700:].to_parquet(tmp_path / "parts" / "b.parquet", row_group_size=1300)  # a group to split
@@ -59,6 +60,8 @@ def test_dask_output_equals_local_row_for_row(client: Client, trained_bundle: Pa
     pd.testing.assert_frame_equal(got, expected)
     assert got["error"].notna().sum() == 2 == distributed.errors
     assert (distributed.rows, distributed.anomalies) == (local.rows, local.anomalies) == (3000, local.anomalies)
+    assert distributed.unseen == local.unseen
+    assert {c.column: c.unseen for c in local.unseen} == {"site": 3, "flag": 0}
     # Both workers scored, each with one cached scorer opened from the bytes it received.
     paths = client.run(_worker_scorers)
     assert len(paths) == 2

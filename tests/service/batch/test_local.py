@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,39 @@ def test_scores_every_row_in_order_across_batches(trained_bundle: Path, tmp_path
     assert list(out.columns) == ["event_id", "seen_at", *SCORES, "error"]
     assert out["recon_error"].dtype == np.float32
     assert out["is_anomaly"].dtype == bool
+
+
+def test_values_never_seen_in_training_are_summed_up_and_a_recoded_column_named(
+    trained_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = scoring_table(2500)
+    recoded = frame.assign(flag=np.where(frame["flag"], "yes", "no"))  # a boolean sent as yes/no
+    upper = recoded.index[::10]
+    recoded.loc[upper, "site"] = recoded.loc[upper, "site"].str.upper()  # one row in ten upper-cased
+    recoded.to_parquet(tmp_path / "in.parquet", row_group_size=900)
+    with caplog.at_level(logging.WARNING, logger="service.batch.local"):
+        summary = run_job(
+            trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", ScoreOptions(batch_rows=256)
+        )
+    counts = {c.column: c for c in summary.unseen}
+    n_site = int(recoded.loc[upper, "site"].notna().sum())
+    assert (counts["site"].unseen, counts["site"].present) == (n_site, int(recoded["site"].notna().sum()))
+    assert (counts["flag"].unseen, counts["flag"].present) == (2500, 2500)
+    assert sorted(counts["flag"].examples) == ["no", "yes"]
+    line = summary.describe().splitlines()[1]
+    assert line.startswith("values never seen in training")
+    assert f"site {n_site:,} of" in line
+    assert "flag 2,500 of 2,500 (100.0%, e.g. '" in line
+    said = [r.getMessage() for r in caplog.records if "never seen" in r.getMessage()]
+    assert len(said) == 1  # flag is mostly unseen, site is not
+    assert said[0].startswith("column 'flag': 100% of its 2,500 values were never seen in training")
+    assert "renamed or recoded: training saw ['False', 'True']" in said[0]
+    assert b"latentwatch.unseen" not in (pq.read_schema(tmp_path / "out.parquet").metadata or {})
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    clean = expected_scores(trained_bundle, frame)
+    assert (out["neg_elbo"] > clean["neg_elbo"]).all()  # every row holds an unseen flag: none scores lower
+    plain = run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "again.parquet", ScoreOptions())
+    assert plain.unseen == summary.unseen  # one batch or eleven, the same counts
 
 
 def test_bad_rows_stay_with_empty_scores_and_a_reason(trained_bundle: Path, tmp_path: Path) -> None:

@@ -197,7 +197,7 @@ def make_config(repo: Path) -> Callable[..., ServiceConfig]:
     """Settings for a loopback test server of ``repo``; keyword arguments override."""
 
     def make(**overrides: Any) -> ServiceConfig:
-        return loopback_config(repo, **overrides)
+        return loopback_config(**{"models": repo, **overrides})
 
     return make
 

@@ -3,7 +3,8 @@
 :class:`ServiceInterceptor` wraps every method handler of the server:
 
 - a request body that does not parse (corrupt bytes, invalid UTF-8 in a string field) is
-  INVALID_ARGUMENT saying so: requests reach the wrapper as bytes and are parsed there;
+  INVALID_ARGUMENT saying so, naming the string field whose bytes are not UTF-8: requests
+  reach the wrapper as bytes and are parsed there;
 - a :class:`~service.errors.LatentwatchError` aborts the call with the status code named by
   its ``code`` and its message (it is the caller's mistake or a known condition);
 - any other exception aborts with INTERNAL and a generic message carrying the request id,
@@ -39,6 +40,7 @@ import grpc
 
 from service._proto.inference import grpc_predict_v2_pb2
 from service.errors import InvalidInput, LatentwatchError, ShuttingDown
+from service.grpc.wire import bad_utf8_field
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -167,8 +169,8 @@ class RequestParser:
     def __init__(self, deserializer: Callable[[bytes], Any] | None) -> None:
         self._deserializer = deserializer
         message_class = getattr(deserializer, "__self__", None)
-        descriptor = getattr(message_class, "DESCRIPTOR", None)
-        self.type_name = getattr(descriptor, "full_name", "request")
+        self.descriptor = getattr(message_class, "DESCRIPTOR", None)
+        self.type_name = getattr(self.descriptor, "full_name", "request")
 
     def __call__(self, data: Any) -> Any:
         if self._deserializer is None or not isinstance(data, bytes):
@@ -181,7 +183,9 @@ class RequestParser:
     def _message(self, data: bytes, err: Exception) -> str:
         detail = str(err).rpartition(": ")[2]
         if "UTF-8" in detail:
-            reason = "a string field holds bytes that are not valid UTF-8"
+            field = bad_utf8_field(self.descriptor, data) if self.descriptor is not None else None
+            where = f"the string field `{field}`" if field is not None else "a string field"
+            reason = f"{where} holds bytes that are not valid UTF-8"
         else:
             reason = (
                 "the bytes are not this message in protobuf wire format "
@@ -260,7 +264,7 @@ class _Outcome:
         self.start = time.perf_counter()
         self.model = ""
         self.token: contextvars.Token[str] | None = None
-        self.parse_error: InvalidInput | None = None
+        self.parse_error: Exception | None = None
 
     def _parsed(self, request: Any) -> Any:
         """The call's request parsed (or its stream of requests, parsed one by one); the model
@@ -269,7 +273,7 @@ class _Outcome:
             return self.label_from_first(self.call.parse.stream(request))
         try:
             request = self.call.parse(request)
-        except InvalidInput as err:
+        except Exception as err:  # InvalidInput, or a fault of the parser's (then INTERNAL)
             self.parse_error = err  # raised once the caller is known to be authorized
             return request
         if self.call.counted:

@@ -25,6 +25,7 @@ from service.registry import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"
 OUTPUT_ORDER = tuple(convert.OUTPUT_DATATYPES)
+INT64_MAX = np.iinfo(np.int64).max
 
 
 class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -154,6 +155,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 array = array[:, 0]
             if array.dtype == object:
                 array = _decode_utf8(array, model.name, column)
+            elif array.dtype == np.uint64 and array.size and array.max() > INT64_MAX:
+                # As Python ints: the shared encoder casts whole numbers to int64 to read them as labels.
+                array = array.astype(object)
             columns[column] = array
         return self._dp.encode_columns(model, columns)
 

@@ -173,26 +173,31 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
+def loopback_config(models: Path, **overrides: Any) -> ServiceConfig:
+    """Settings for a test server of the repository ``models`` on loopback; keyword arguments override."""
+    values: dict[str, Any] = {
+        "models": models,
+        "host": "127.0.0.1",
+        "port": 0,
+        "metrics_host": "127.0.0.1",
+        "metrics_port": 0,
+        "reload_interval_s": 0,
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "inference_threads": 2,
+        "max_batch_delay_s": 0.002,
+        "grace_s": 2.0,
+    }
+    values.update(overrides)
+    return ServiceConfig(**values).validate()
+
+
 @pytest.fixture
 def make_config(repo: Path) -> Callable[..., ServiceConfig]:
-    """Settings for a loopback test server; keyword arguments override."""
+    """Settings for a loopback test server of ``repo``; keyword arguments override."""
 
     def make(**overrides: Any) -> ServiceConfig:
-        values: dict[str, Any] = {
-            "models": repo,
-            "host": "127.0.0.1",
-            "port": 0,
-            "metrics_host": "127.0.0.1",
-            "metrics_port": 0,
-            "reload_interval_s": 0,
-            "intra_op_threads": 1,
-            "inter_op_threads": 1,
-            "inference_threads": 2,
-            "max_batch_delay_s": 0.002,
-            "grace_s": 2.0,
-        }
-        values.update(overrides)
-        return ServiceConfig(**values).validate()
+        return loopback_config(**{"models": repo, **overrides})
 
     return make
 

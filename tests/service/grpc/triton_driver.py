@@ -111,34 +111,6 @@ def scenario_columns(client: triton.InferenceServerClient) -> dict[str, Any]:
     return arrays(result)
 
 
-def scenario_errors(client: triton.InferenceServerClient) -> dict[str, Any]:
-    def infer_with(*inputs: Any, **kwargs: Any) -> Any:
-        return lambda: client.infer(kwargs.pop("model", MODEL), list(inputs), **kwargs)
-
-    good = triton.InferInput("x", list(ROWS.shape), "FP32")
-    good.set_data_from_numpy(ROWS)
-    short = triton.InferInput("x", list(ROWS.shape), "FP32")
-    short.set_data_from_numpy(ROWS)
-    short._raw_content = short._raw_content[:-4]
-    fp64 = triton.InferInput("x", list(ROWS.shape), "FP64")
-    fp64.set_data_from_numpy(ROWS.astype(np.float64))
-    wide = triton.InferInput("x", [2, 5], "FP32")
-    wide.set_data_from_numpy(np.zeros((2, 5), dtype=np.float32))
-    misspelled = triton.InferInput("temprature", [4], "FP32")
-    misspelled.set_data_from_numpy(ROWS[:, 0])
-    return {
-        "unknown model": error(infer_with(good, model="nope")),
-        "unknown version": error(infer_with(good, model_version="9")),
-        "byte length": error(infer_with(short)),
-        "datatype": error(infer_with(fp64)),
-        "feature count": error(infer_with(wide)),
-        "misspelled column": error(infer_with(misspelled)),
-        "unknown output": error(infer_with(good, outputs=[triton.InferRequestedOutput("anomaly_score")])),
-        "bad alpha": error(infer_with(good, parameters={"alpha": "high"})),
-        "still serving": error(infer_with(good)),
-    }
-
-
 def main() -> None:
     target, scenario = sys.argv[1], sys.argv[2]
     if scenario == "descriptors":

@@ -28,8 +28,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import detection as bench
 import numpy as np
+from detection_data import (
+    dataset_list,
+    default_data_root,
+    detection_metrics,
+    ensure_repo_importable,
+    load_dataset,
+    split_indices,
+    torch_setup,
+)
+from detection_lw import lw_scores
 
 DEFAULT_DATASETS = "glass,Cardiotocography,mnist"
 MODEL_CHECK_STEPS = 600
@@ -46,9 +55,9 @@ def train_and_score(dataset: str, seed: int, root: Path, model: str, overrides: 
     """Train one bundle, score its test rows on the CPU provider (and CUDA's, if offered)."""
     from training.pipeline import train_bundle
 
-    ds = bench.load_dataset(root, dataset)
-    train, test = bench.split_indices(ds.y, seed)
-    bench.torch_setup(seed)
+    ds = load_dataset(root, dataset)
+    train, test = split_indices(ds.y, seed)
+    torch_setup(seed)
     with tempfile.TemporaryDirectory(prefix="lw-device-") as tmp:
         start = time.perf_counter()
         result = train_bundle(
@@ -56,8 +65,8 @@ def train_and_score(dataset: str, seed: int, root: Path, model: str, overrides: 
             model=model, seed=seed, overrides={"report": False} | overrides, quiet=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        scores, _ = bench.lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
-        record = bench.detection_metrics(ds.y[test], scores.primary)
+        scores, _ = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test])
+        record = detection_metrics(ds.y[test], scores.primary)
         members = result.manifest.training["members"]
         record |= {
             "seconds": seconds,
@@ -66,7 +75,7 @@ def train_and_score(dataset: str, seed: int, root: Path, model: str, overrides: 
             "parity": result.manifest.training["onnx_parity_max_relative_error"],
         }
         if overrides.get("device") == "cuda" and cuda_provider_offered():
-            on_cuda, _ = bench.lw_scores(Path(result.bundle_dir), ds.frame.iloc[test], device="cuda")
+            on_cuda, _ = lw_scores(Path(result.bundle_dir), ds.frame.iloc[test], device="cuda")
             record["cuda_provider_max_abs_difference"] = {
                 name: float(np.max(np.abs(np.asarray(getattr(on_cuda, name)) - np.asarray(getattr(scores, name)))))
                 for name in SCORES_COMPARED
@@ -116,14 +125,14 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", type=bench.dataset_list, default=bench.dataset_list(DEFAULT_DATASETS))
+    p.add_argument("--datasets", type=dataset_list, default=dataset_list(DEFAULT_DATASETS))
     p.add_argument("--devices", default="cpu,cuda", help="training devices, in turn, for each dataset")
     p.add_argument("--models", default="", help="comma list of other model types to check on CUDA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write every record, tracebacks included")
     args = p.parse_args(argv)
-    bench.ensure_repo_importable()
+    ensure_repo_importable()
     import torch
 
     if not torch.cuda.is_available():
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; onnxruntime CUDA provider offered: "
           f"{cuda_provider_offered()}", flush=True)  # fmt: skip
-    root = (args.data_root or bench.default_data_root()).resolve()
+    root = (args.data_root or default_data_root()).resolve()
     models = [m for m in args.models.split(",") if m]
     records = measure(args.datasets, args.devices.split(","), models, args.seed, root)
     if args.json:

@@ -25,7 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import detection as bench
+from detection_data import (
+    dataset_list,
+    default_data_root,
+    ensure_repo_importable,
+    limit_threads,
+    load_dataset,
+    split_indices,
+    torch_setup,
+)
 
 KERNELS = ("foreach", "fused")
 DEFAULT_DATASETS = "glass,Cardiotocography,mnist"
@@ -56,21 +64,21 @@ def adamw_kernel(kernel: str) -> Iterator[None]:
 
 def train_on_split(dataset: str, seed: int, root: Path) -> Any:
     """Train the default on the protocol's normal training rows of ``dataset`` (one thread, seeded)."""
-    bench.limit_threads()
-    bench.ensure_repo_importable()
+    limit_threads()
+    ensure_repo_importable()
     from training.pipeline import train_bundle
 
-    ds = bench.load_dataset(root, dataset)
-    train, _ = bench.split_indices(ds.y, seed)
+    ds = load_dataset(root, dataset)
+    train, _ = split_indices(ds.y, seed)
     frame = ds.frame.iloc[train].reset_index(drop=True)
-    bench.torch_setup(seed)
+    torch_setup(seed)
     with tempfile.TemporaryDirectory(prefix="lw-fit-speed-") as tmp:
         return train_bundle(frame, Path(tmp) / "bundle", seed=seed, overrides={"report": False}, quiet=True)
 
 
 def timed_fit(dataset: str, seed: int, root: Path, kernel: str) -> dict[str, Any]:
     """Train the default on ``dataset``'s protocol split with ``kernel``; its seconds and losses."""
-    bench.ensure_repo_importable()
+    ensure_repo_importable()
     with adamw_kernel(kernel):
         start = time.perf_counter()
         result = train_on_split(dataset, seed, root)
@@ -118,12 +126,12 @@ def table(rows: list[dict[str, Any]], repeats: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", type=bench.dataset_list, default=bench.dataset_list(DEFAULT_DATASETS))
+    p.add_argument("--datasets", type=dataset_list, default=dataset_list(DEFAULT_DATASETS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data-root", type=Path, default=None)
     args = p.parse_args(argv)
-    root = (args.data_root or bench.default_data_root()).resolve()
+    root = (args.data_root or default_data_root()).resolve()
     print(table(measure(args.datasets, args.seed, args.repeats, root), args.repeats))
     return 0
 

@@ -125,7 +125,7 @@ def measure_raw(bundle: Path, data: Path, chunk_rows: int, threads: int | None =
 
 
 def _warm_worker(payload: object) -> bool:
-    from service.batch.dask import cached_scorer
+    from service.batch.payload import cached_scorer
 
     cached_scorer(payload, device="cpu", intra_op_threads=1)  # type: ignore[arg-type]
     return True
@@ -135,8 +135,8 @@ def measure_dask(bundle: Path, data: Path, out: Path, workers: int) -> dict[str,
     """(In a fresh process) the Dask engine on a LocalCluster started and warmed up before the clock."""
     from distributed import Client, LocalCluster
 
-    from service.batch.dask import BundlePayload
     from service.batch.local import run_job
+    from service.batch.payload import BundlePayload
     from service.batch.rows import ScoreOptions
 
     started = time.perf_counter()

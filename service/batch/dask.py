@@ -1,4 +1,4 @@
-"""The Dask engine, and scoring pandas frames anywhere (Spark's ``mapInPandas``).
+"""The Dask engine: a batch job's pieces scored on a Dask cluster, the output the local engine's.
 
 ``latentwatch score --engine dask`` splits the input into pieces and scores each on a Dask
 worker; the client writes the scored pieces in input order through the same writer as the
@@ -11,53 +11,40 @@ local engine, so the output equals the local engine's row for row:
 - a CSV file cannot be cut without reading it: the client reads it in record batches and
   sends each batch to a worker.
 
-The bundle travels as bytes (``model.onnx`` and ``manifest.json``, :class:`BundlePayload`),
-scattered once to every worker, never as a path that may not exist there. Each worker
-process writes it to a local temporary folder, verifies it and opens one
-:class:`~service.scorer.Scorer` (one onnxruntime thread per task; Dask's threads give the
-parallelism), cached for the life of the process. At most two pieces per worker thread are
-in flight, so the client's memory stays bounded too.
+The bundle travels as bytes (``model.onnx`` and ``manifest.json``,
+:class:`~service.batch.payload.BundlePayload`), scattered once to every worker, never as a path
+that may not exist there. Each worker process writes it to a local temporary folder, verifies
+it and opens one :class:`~service.scorer.Scorer` (one onnxruntime thread per task; Dask's
+threads give the parallelism), cached for the life of the process. At most two pieces per
+worker thread are in flight, so the client's memory stays bounded too.
 
 Without ``--scheduler`` a ``LocalCluster`` of worker processes (one thread each; one per
 CPU unless ``--workers``) is started for the job and stopped after it.
 
-This module imports ``distributed`` only inside the functions that need it:
-:func:`score_pandas` works where dask is not installed (a Spark executor).
+This module imports ``distributed`` only inside the functions that need it. Scoring pandas
+frames for Spark's ``mapInPandas`` is :mod:`service.batch.spark`; ``BundlePayload``,
+``cached_scorer`` and ``score_pandas`` still import from here too.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
-import shutil
-import tempfile
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 from service.batch.io import CsvProgress, InputFile, iter_batches, iter_parquet_rows, row_group_sizes
-from service.batch.rows import (
-    SCORER_CHUNK_ROWS,
-    OutputPlan,
-    ScoreOptions,
-    concat_scored,
-    make_plan,
-    score_arrow,
-    score_rows,
-)
-from service.bundle import MANIFEST_FILE, Bundle, load_bundle
+from service.batch.payload import BundlePayload, cached_scorer
+from service.batch.rows import OutputPlan, ScoreOptions, concat_scored, score_arrow
+from service.batch.spark import score_pandas as score_pandas  # re-exported: its home before service.batch.spark
+from service.bundle import Bundle
 from service.errors import ConfigError, LatentwatchError, MissingExtra
-from service.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -69,91 +56,6 @@ class ClusterError(LatentwatchError):
     """The Dask cluster cannot be reached, or a worker failed for a reason of its own."""
 
     code = "UNAVAILABLE"
-
-
-@dataclass(frozen=True)
-class BundlePayload:
-    """A bundle as bytes, to send where its folder does not exist (Dask workers, Spark executors).
-
-    Build it with :meth:`from_bundle`: it holds every file at the top of the bundle folder
-    (``model.onnx``, ``manifest.json``, and any other graph the manifest records; not
-    ``report/``). :func:`cached_scorer` writes them out again and verifies them with
-    :func:`~service.bundle.load_bundle` before scoring.
-
-    Attributes:
-        name: the model's name.
-        version: the model's version.
-        key: sha256 over the files' names and contents: equal keys, equal bundles.
-        files: file name -> bytes.
-    """
-
-    name: str
-    version: str
-    key: str
-    files: dict[str, bytes]
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle | str | os.PathLike[str]) -> BundlePayload:
-        """Read a bundle's files (verifying the bundle first).
-
-        Raises:
-            BundleError: the folder is not a valid bundle.
-        """
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle)
-        paths = sorted(p for p in bundle.path.iterdir() if p.is_file() and not p.name.startswith("."))
-        files = {p.name: p.read_bytes() for p in paths}
-        digest = hashlib.sha256()
-        for name, data in files.items():
-            digest.update(f"{name}\0{len(data)}\0".encode())
-            digest.update(data)
-        return cls(name=bundle.manifest.name, version=bundle.manifest.version, key=digest.hexdigest(), files=files)
-
-    def materialize(self, root: Path) -> Path:
-        """Write the bundle under ``root`` (once per key) and return its folder."""
-        directory = root / self.key[:32]
-        if not (directory / MANIFEST_FILE).is_file():
-            staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
-            for name, data in self.files.items():
-                (staging / name).write_bytes(data)
-            try:
-                staging.rename(directory)
-            except OSError:  # another thread got there first
-                shutil.rmtree(staging, ignore_errors=True)
-        return directory
-
-    def __repr__(self) -> str:  # keep the bytes out of logs and task reprs
-        return f"BundlePayload({self.name!r}, version {self.version!r}, key {self.key[:12]}...)"
-
-
-_scorers: dict[tuple[str, str, int | None], Scorer] = {}
-_scorers_lock = threading.Lock()
-_bundle_root: Path | None = None
-
-
-def _root() -> Path:
-    global _bundle_root
-    if _bundle_root is None:
-        _bundle_root = Path(tempfile.mkdtemp(prefix="latentwatch-bundles-"))
-        atexit.register(shutil.rmtree, _bundle_root, ignore_errors=True)
-    return _bundle_root
-
-
-def cached_scorer(payload: BundlePayload, *, device: str = "auto", intra_op_threads: int | None = None) -> Scorer:
-    """This process's :class:`Scorer` for ``payload`` (opened on first use, then reused).
-
-    Safe to call from many threads; onnxruntime sessions score from many threads at once.
-    """
-    key = (payload.key, device, intra_op_threads)
-    with _scorers_lock:
-        scorer = _scorers.get(key)
-        if scorer is None:
-            directory = payload.materialize(_root())
-            scorer = Scorer.open(
-                directory, device=device, intra_op_threads=intra_op_threads, max_chunk_rows=SCORER_CHUNK_ROWS
-            )
-            _scorers[key] = scorer
-    return scorer
 
 
 @dataclass(frozen=True)
@@ -346,80 +248,3 @@ def scored_tables(
     finally:
         if pending:
             client.cancel([future for future, _, _ in pending])
-
-
-def score_pandas(
-    frame: pd.DataFrame,
-    bundle: BundlePayload | Bundle | str | os.PathLike[str],
-    *,
-    explain: bool = False,
-    latent: bool = False,
-    keep_columns: Sequence[str] | None = None,
-    alpha: float | None = None,
-    strict: bool = False,
-    device: str = "auto",
-    source: str = "frame",
-) -> pd.DataFrame:
-    """Score a pandas DataFrame as ``latentwatch score`` scores a file; for Spark's ``mapInPandas``.
-
-    The result has ``frame``'s index and, in order, the passed-through columns (every
-    non-feature column, or ``keep_columns``), ``recon_error``, ``neg_elbo``, ``kl``
-    (float32, higher = more anomalous), ``p_value`` (float64, lower = more anomalous),
-    ``is_anomaly``, the ``explain`` and ``latent`` columns when asked for, and ``error``
-    (None, or why the row could not be scored; its scores are then NaN/None). The values
-    equal those the local engine writes for the same rows.
-
-    The scorer is opened once per process and bundle and reused, so calling this on each
-    frame of an iterator costs one onnxruntime session per executor process. In Spark,
-    build the payload on the driver so the bundle travels with the function::
-
-        from service.batch.dask import BundlePayload, score_pandas
-
-        payload = BundlePayload.from_bundle("bundles/payments")
-
-        def score(frames):
-            for frame in frames:
-                yield score_pandas(frame, payload, keep_columns=["id"])
-
-        scored = events.mapInPandas(
-            score,
-            "id long, recon_error float, neg_elbo float, kl float, p_value double, "
-            "is_anomaly boolean, error string",
-        )
-
-    Args:
-        frame: rows with the bundle's feature columns (others are passed through or ignored).
-        bundle: a :class:`BundlePayload` (best where the bundle folder does not exist), a
-            loaded :class:`Bundle`, or a bundle folder.
-        explain: add ``feature_score_<name>`` and ``expected_<name>`` per feature.
-        latent: add ``latent_<i>`` per latent dimension.
-        keep_columns: columns to pass through; None = every non-feature column.
-        alpha: target false-positive rate for ``is_anomaly``; None = the bundle's.
-        strict: raise on the first row that cannot be scored instead of marking it.
-        device: onnxruntime device: ``auto``, ``cpu`` or ``cuda``.
-        source: the name used for ``frame`` in error messages.
-
-    Raises:
-        InvalidInput: a missing feature or kept column, or (with ``strict``) a bad row.
-    """
-    payload = bundle if isinstance(bundle, BundlePayload) else BundlePayload.from_bundle(bundle)
-    scorer = cached_scorer(payload, device=device)
-    options = ScoreOptions(
-        keep_columns=tuple(keep_columns) if keep_columns is not None else None,
-        explain=explain,
-        latent=latent,
-        strict=strict,
-        alpha=alpha,
-        device=device,
-    )
-    options.validate()
-    names = [str(c) for c in frame.columns]
-    manifest = scorer.manifest
-    plan = make_plan(
-        manifest.features, manifest.latent_dim, pa.schema([pa.field(n, pa.null()) for n in names]), options, source
-    )
-    features = frame.loc[:, [f.name for f in plan.features]]
-    arrays = score_rows(features, scorer, plan, source=source, row_offset=0)
-    scores = pa.Table.from_arrays(arrays, names=plan.schema.names[len(plan.passthrough) :]).to_pandas()
-    scores.index = frame.index
-    return pd.concat([frame.loc[:, list(plan.passthrough)], scores], axis=1)

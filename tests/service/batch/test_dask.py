@@ -1,4 +1,4 @@
-"""The Dask engine on a real LocalCluster (two worker processes), and score_pandas."""
+"""The Dask engine on a real LocalCluster (two worker processes)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 from service.batch import dask as dask_engine
-from service.batch.dask import BundlePayload, Piece, plan_pieces, score_pandas
+from service.batch import payload as bundle_payload
+from service.batch.dask import Piece, plan_pieces
 from service.batch.io import InputFile
 from service.batch.local import run_job
 from service.batch.rows import ScoreOptions
@@ -29,7 +30,7 @@ def client() -> Iterator[Client]:
 
 
 def _worker_scorers() -> list[str]:
-    return [str(scorer.bundle.path) for scorer in dask_engine._scorers.values()]
+    return [str(scorer.bundle.path) for scorer in bundle_payload._scorers.values()]
 
 
 @pytest.fixture
@@ -127,40 +128,3 @@ def test_pieces_follow_row_groups_and_split_large_ones(tmp_path: Path) -> None:
         Piece(mixed, 850, 1000),
     ]
     assert plan_pieces(mixed, 5000) == [Piece(mixed, 0, 1000)]
-
-
-def test_score_pandas_equals_the_file_output_where_the_bundle_folder_is_gone(
-    trained_bundle: Path, tmp_path: Path
-) -> None:
-    frame = scoring_table(900, seed=9)
-    frame.to_parquet(tmp_path / "in.parquet")
-    run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", ScoreOptions(explain=True))
-    expected = pd.read_parquet(tmp_path / "out.parquet")
-
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_bundle, copy)
-    payload = BundlePayload.from_bundle(copy)
-    shutil.rmtree(copy)  # like a Spark executor: only the payload's bytes are there
-
-    def map_in_pandas(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for chunk in frames:
-            yield score_pandas(chunk, payload, explain=True)
-
-    chunks = [frame.iloc[i : i + 250] for i in range(0, 900, 250)]
-    scored = pd.concat(list(map_in_pandas(iter(chunks))))
-    assert scored.index.tolist() == frame.index.tolist()
-    pd.testing.assert_frame_equal(scored.reset_index(drop=True), expected, check_dtype=False)
-
-
-def test_score_pandas_marks_bad_rows_and_keeps_chosen_columns(trained_bundle: Path) -> None:
-    frame = scoring_table(100, seed=10)
-    frame["load"] = frame["load"].astype(object)
-    frame.loc[7, "load"] = "??"
-    frame.index = frame.index + 500
-    scored = score_pandas(frame, trained_bundle, keep_columns=["event_id"])
-    assert list(scored.columns) == ["event_id", "recon_error", "neg_elbo", "kl", "p_value", "is_anomaly", "error"]
-    assert scored.loc[507, "error"] == "column 'load': '??' is not a number"
-    assert pd.isna(scored.loc[507, "neg_elbo"])
-    assert scored.drop(index=507)["neg_elbo"].notna().all()
-    with pytest.raises(InvalidInput, match=r"row 7, column 'load'"):
-        score_pandas(frame, trained_bundle, strict=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from service.tables import read_table
 from training.config import TrainSettings, load_config_file, make_settings
-from training.data import read_table
 from training.distributed import check_settings, close, launch, shard
 from training.pipeline import TrainResult, train_bundle
 

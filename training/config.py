@@ -64,7 +64,7 @@ VALIDATION_ROWS = 8_192
 # most 20,000 rows, so its tables keep the folds they were measured with.
 LARGE_TABLE_ROWS = 20_000
 # Normal rows a fit reads at most; a larger table is a seeded uniform sample of this many rows,
-# streamed from Parquet (training/data.py, ``read_table``), so memory stays flat in the table's
+# streamed from Parquet (service/tables.py, ``read_table``), so memory stays flat in the table's
 # size. A fit sees at most about 5.4 million rows (above), so a sample of a million rows loses
 # little, and its hold-out calibrates p-values down to 5e-6.
 MAX_ROWS = 1_000_000

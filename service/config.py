@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.validation import device_problem, onnx_threads_problem
 
 ENV_PREFIX = "LATENTWATCH_"
-DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -143,15 +143,13 @@ class ServiceConfig:
             _fail("models", None, "is required: the model repository DIR/<model>/<version>/")
         _port("port", self.port, allow_off=False)
         _port("metrics_port", self.metrics_port, allow_off=True)
-        _choice("device", self.device, DEVICES)
+        _problem("device", self.device, device_problem(self.device))
         _choice("log_format", self.log_format, LOG_FORMATS)
         _choice("log_level", self.log_level.upper(), LOG_LEVELS)
         if self.inline_max_rows < 0:
             _fail("inline_max_rows", self.inline_max_rows, "must be 0 (never inline) or more")
         for name in ("intra_op_threads", "inter_op_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                _fail(name, value, "must be 0 (onnxruntime's default) or more")
+            _problem(name, getattr(self, name), onnx_threads_problem(getattr(self, name)))
         for name in ("inference_threads", "max_batch_rows", "max_queue_rows", "max_request_rows", "drift_window"):
             if getattr(self, name) < 1:
                 _fail(name, getattr(self, name), "must be at least 1")
@@ -285,6 +283,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _fail(name: str, value: Any, problem: str) -> None:
     msg = f"setting {name} {problem}, got {value!r}"
     raise ConfigError(msg)
+
+
+def _problem(name: str, value: Any, problem: str | None) -> None:
+    if problem is not None:
+        _fail(name, value, problem)
 
 
 def _port(name: str, value: int, *, allow_off: bool) -> None:

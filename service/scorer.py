@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
 from collections.abc import Mapping
@@ -37,12 +36,12 @@ from service.bundle import (
 from service.columns import ROW_COLUMNS, score_columns
 from service.errors import BundleError, ConfigError, InvalidInput, ModelNotReady
 from service.features import encode_frame
+from service.validation import alpha_problem, check, device_problem, onnx_threads_problem
 
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 # Why CUDA could not start, once learnt: later sessions skip the attempt and its log noise.
 _cuda_failure: str | None = None
 NO_GPU = "no NVIDIA GPU on this machine"
@@ -301,16 +300,9 @@ class Scorer:
 def _check_settings(
     device: str, intra_op_threads: int | None, inter_op_threads: int | None, max_chunk_rows: int
 ) -> None:
-    if device not in DEVICES:
-        msg = f"device must be one of {list(DEVICES)}, got {device!r}"
-        raise ConfigError(msg)
-    for name, value in (
-        ("intra_op_threads", intra_op_threads),
-        ("inter_op_threads", inter_op_threads),
-    ):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            msg = f"{name} must be a non-negative integer (0 = onnxruntime's default), got {value!r}"
-            raise ConfigError(msg)
+    check("device", device, device_problem(device))
+    check("intra_op_threads", intra_op_threads, onnx_threads_problem(intra_op_threads))
+    check("inter_op_threads", inter_op_threads, onnx_threads_problem(inter_op_threads))
     if not isinstance(max_chunk_rows, int) or max_chunk_rows < 1:
         msg = f"max_chunk_rows must be a positive integer, got {max_chunk_rows!r}"
         raise ConfigError(msg)
@@ -387,11 +379,5 @@ def resolve_alpha(alpha: float | None, manifest: Manifest) -> float:
     """
     if alpha is None:
         return manifest.calibration.alpha
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0.0 < value < 1.0:
-        msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
-        raise InvalidInput(msg)
-    return value
+    check("alpha", alpha, alpha_problem(alpha), InvalidInput)
+    return float(alpha)

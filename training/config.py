@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.validation import alpha_problem, device_problem
 
 MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
 KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up from 0
-DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
 DECODERS = ("mlp", "bounded")
@@ -166,7 +166,6 @@ def _check_type(key: str, value: Any) -> Any:
 def _check_ranges(s: TrainSettings) -> None:
     checks = [
         ("model", s.model in MODEL_TYPES, f"one of {MODEL_TYPES}"),
-        ("device", s.device in DEVICES, f"one of {DEVICES}"),
         ("score", s.score in SCORES, f"one of {SCORES}"),
         ("prior", s.prior in PRIORS, f"one of {PRIORS}"),
         ("decoder", s.decoder in DECODERS, f"one of {DECODERS}"),
@@ -193,11 +192,14 @@ def _check_ranges(s: TrainSettings) -> None:
         ("repeats", 1 <= s.repeats <= 4, "between 1 and 4"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
-        ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
     ]
     for key, ok, expected in checks:
         if not ok:
             msg = f"setting {key!r}: {getattr(s, key)!r} must be {expected}"
+            raise ConfigError(msg)
+    for key, problem in (("device", device_problem(s.device)), ("alpha", alpha_problem(s.alpha))):
+        if problem is not None:
+            msg = f"setting {key!r}: {getattr(s, key)!r} {problem}"
             raise ConfigError(msg)
     if s.model == "hvae" and s.latent_dim is not None and s.latent_dim < 2:
         msg = f"setting 'latent_dim': {s.latent_dim} must be at least 2 for --model hvae (one per latent group)"

@@ -40,7 +40,8 @@ from service.bundle import Feature
 from service.columns import expected_column, score_column_names, score_columns
 from service.errors import ConfigError, InvalidInput
 from service.features import Encoded, check_columns, encode_frame
-from service.scorer import DEVICES, Scorer
+from service.scorer import Scorer
+from service.validation import alpha_problem, check, device_problem, onnx_threads_problem
 
 ERROR_COLUMN = "error"
 UNSEEN_KEY = b"latentwatch.unseen"
@@ -67,8 +68,8 @@ class ScoreOptions:
             with it: about ``batch_rows`` x input row bytes x 3); onnxruntime runs them in
             chunks of :data:`SCORER_CHUNK_ROWS`.
         device: onnxruntime device, ``auto``, ``cpu`` or ``cuda``.
-        threads: onnxruntime threads of the local engine (None = onnxruntime's default, one
-            per physical core; set it to the CPUs a container may use). The Dask engine runs
+        threads: onnxruntime threads of the local engine (None or 0 = onnxruntime's default,
+            one per physical core; set it to the CPUs a container may use). The Dask engine runs
             one thread per task.
     """
 
@@ -86,15 +87,10 @@ class ScoreOptions:
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
             msg = f"batch_rows must be a positive integer, got {self.batch_rows!r}"
             raise ConfigError(msg)
-        if self.alpha is not None and not 0.0 < self.alpha < 1.0:
-            msg = f"alpha must be between 0 and 1 (exclusive), got {self.alpha!r}"
-            raise ConfigError(msg)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            msg = f"threads must be a positive integer, got {self.threads!r}"
-            raise ConfigError(msg)
-        if self.device not in DEVICES:
-            msg = f"device must be one of {list(DEVICES)}, got {self.device!r}"
-            raise ConfigError(msg)
+        if self.alpha is not None:
+            check("alpha", self.alpha, alpha_problem(self.alpha))
+        check("threads", self.threads, onnx_threads_problem(self.threads))
+        check("device", self.device, device_problem(self.device))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def test_defaults_and_overrides() -> None:
     [
         ({"modle": "vae"}, "unknown setting"),
         ({"model": "gan"}, "setting 'model'"),
-        ({"alpha": 1.5}, "setting 'alpha': 1.5 must be between 0 and 1"),
+        ({"alpha": 1.5}, r"setting 'alpha': 1.5 must be a number between 0 and 1 \(exclusive\)"),
         ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
         ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),

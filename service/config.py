@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.fields import FieldType, FieldTypeError, coerce, field_types
 from service.validation import device_problem, onnx_threads_problem
 
 ENV_PREFIX = "LATENTWATCH_"
@@ -207,58 +208,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _field_types() -> dict[str, str]:
-    """Field name -> its annotation as written (``from __future__`` keeps them strings)."""
-    return {f.name: str(f.type) for f in dataclasses.fields(ServiceConfig)}
+def _field_types() -> dict[str, FieldType]:
+    """Field name -> its type (:func:`service.fields.field_types`)."""
+    return field_types(ServiceConfig)
 
 
 def _parse(name: str, value: Any, source: str) -> Any:
     """Coerce ``value`` (a string from the environment, or a flag/TOML value) to the field's type."""
-    kind = _field_types()[name]
-    optional = kind.endswith("| None")
-    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
-        return None
-    base = kind.removesuffix(" | None")
     try:
-        if base == "Path":
-            return Path(str(value)).expanduser()
-        if base == "bool":
-            return _parse_bool(value)
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-    except (TypeError, ValueError):
-        msg = f"{source}: {name} must be {_describe(base)}, got {value!r}"
+        return coerce(_field_types()[name], value, from_text=True)
+    except FieldTypeError as err:
+        msg = f"{source}: {name} must be {err.expected}, got {value!r}"
         raise ConfigError(msg) from None
-
-
-def _parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def _describe(base: str) -> str:
-    return {
-        "int": "an integer",
-        "float": "a number",
-        "bool": "true or false",
-        "str": "a string",
-        "Path": "a path",
-    }.get(base, base)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

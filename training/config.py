@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.fields import FieldTypeError, coerce, field_types
 from service.validation import alpha_problem, device_problem
 
 MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
@@ -144,23 +145,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 
 
 def _check_type(key: str, value: Any) -> Any:
-    default = _FIELDS[key].default
-    annotation = str(_FIELDS[key].type)
-    if value is None and "None" in annotation:
-        return None
-    if isinstance(default, bool) or annotation.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-    elif "int" in annotation and "float" not in annotation:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif "float" in annotation:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif "str" in annotation and isinstance(value, str):
-        return value
-    msg = f"setting {key!r}: {value!r} is not a valid {annotation}"
-    raise ConfigError(msg)
+    try:
+        return coerce(field_types(TrainSettings)[key], value)
+    except FieldTypeError as err:
+        msg = f"setting {key!r}: {value!r} must be {err.expected}"
+        raise ConfigError(msg) from None
 
 
 def _check_ranges(s: TrainSettings) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.errors import LatentwatchError, MissingExtra, did_you_mean
+from service.validation import DEVICES
 
 EXIT_USER_ERROR = 2
 TRAIN_EXTRA_HINT = "install the training extra: pip install 'latentwatch[train]'"
@@ -92,7 +93,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--categorical", action="append", help="numeric columns to treat as categories")
     p.add_argument("--config", help="TOML file of training settings")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default auto)")
+    p.add_argument("--device", choices=DEVICES, help="training device (default auto)")
     p.add_argument("--denoise", type=float, help="ae only: input noise std for a denoising autoencoder")
     p.add_argument(
         "--free-bits",

@@ -27,6 +27,7 @@ import pandas as pd
 
 from service._proto.latentwatch.v1 import scoring_pb2 as pb
 from service._proto.latentwatch.v1 import scoring_pb2_grpc
+from service.columns import ROW_COLUMNS, score_columns
 from service.errors import (
     InvalidInput,
     LatentwatchError,
@@ -219,6 +220,9 @@ def _raise_rpc(err: grpc.RpcError) -> None:
     raise err
 
 
+_ROW_TYPES = dict.fromkeys(ROW_COLUMNS, np.float32) | {"p_value": np.float64, "is_anomaly": bool}
+
+
 def _frame(
     replies: Sequence[pb.ScoreResponse],
     features: Sequence[pb.FeatureDescription],
@@ -235,30 +239,10 @@ def _frame(
         parts = [convert.matrix_to_array(getattr(r, name)) for r in replies]
         return np.concatenate(parts) if parts else np.empty((0, width), dtype=np.float32)
 
-    columns: dict[str, np.ndarray] = {
-        "recon_error": joined("recon_error", np.float32),
-        "neg_elbo": joined("neg_elbo", np.float32),
-        "kl": joined("kl", np.float32),
-        "p_value": joined("p_value", np.float64),
-        "is_anomaly": joined("is_anomaly", bool),
-    }
+    scores = {name: joined(name, dtype) for name, dtype in _ROW_TYPES.items()}
     if explain:
-        scores = stacked("feature_scores", len(features))
-        expected = stacked("expected", len(features))
-        for j, feature in enumerate(features):
-            columns[f"feature_score_{feature.name}"] = scores[:, j]
-        for j, feature in enumerate(features):
-            values = expected[:, j]
-            if feature.kind == "categorical":
-                labels = np.asarray(list(feature.categories), dtype=object)
-                codes = np.rint(values).astype(np.int64)
-                valid = (codes >= 0) & (codes < len(labels))
-                decoded = np.full(codes.shape, None, dtype=object)
-                decoded[valid] = labels[codes[valid]]
-                values = decoded
-            columns[f"expected_{feature.name}"] = values
+        scores["feature_scores"] = stacked("feature_scores", len(features))
+        scores["expected"] = stacked("expected", len(features))
     if latent:
-        z = stacked("latent", int(description.latent_dim))
-        for i in range(z.shape[1]):
-            columns[f"latent_{i}"] = z[:, i]
-    return pd.DataFrame(columns)
+        scores["latent"] = stacked("latent", int(description.latent_dim))
+    return pd.DataFrame(score_columns(scores, features, explain=explain, latent=latent))

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.fields import FieldType, FieldTypeError, coerce, field_types
+from service.validation import device_problem, onnx_threads_problem
 
 ENV_PREFIX = "LATENTWATCH_"
-DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -143,15 +144,13 @@ class ServiceConfig:
             _fail("models", None, "is required: the model repository DIR/<model>/<version>/")
         _port("port", self.port, allow_off=False)
         _port("metrics_port", self.metrics_port, allow_off=True)
-        _choice("device", self.device, DEVICES)
+        _problem("device", self.device, device_problem(self.device))
         _choice("log_format", self.log_format, LOG_FORMATS)
         _choice("log_level", self.log_level.upper(), LOG_LEVELS)
         if self.inline_max_rows < 0:
             _fail("inline_max_rows", self.inline_max_rows, "must be 0 (never inline) or more")
         for name in ("intra_op_threads", "inter_op_threads"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                _fail(name, value, "must be 0 (onnxruntime's default) or more")
+            _problem(name, getattr(self, name), onnx_threads_problem(getattr(self, name)))
         for name in ("inference_threads", "max_batch_rows", "max_queue_rows", "max_request_rows", "drift_window"):
             if getattr(self, name) < 1:
                 _fail(name, getattr(self, name), "must be at least 1")
@@ -209,58 +208,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _field_types() -> dict[str, str]:
-    """Field name -> its annotation as written (``from __future__`` keeps them strings)."""
-    return {f.name: str(f.type) for f in dataclasses.fields(ServiceConfig)}
+def _field_types() -> dict[str, FieldType]:
+    """Field name -> its type (:func:`service.fields.field_types`)."""
+    return field_types(ServiceConfig)
 
 
 def _parse(name: str, value: Any, source: str) -> Any:
     """Coerce ``value`` (a string from the environment, or a flag/TOML value) to the field's type."""
-    kind = _field_types()[name]
-    optional = kind.endswith("| None")
-    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
-        return None
-    base = kind.removesuffix(" | None")
     try:
-        if base == "Path":
-            return Path(str(value)).expanduser()
-        if base == "bool":
-            return _parse_bool(value)
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if not isinstance(value, str):
-            raise ValueError
-        return value
-    except (TypeError, ValueError):
-        msg = f"{source}: {name} must be {_describe(base)}, got {value!r}"
+        return coerce(_field_types()[name], value, from_text=True)
+    except FieldTypeError as err:
+        msg = f"{source}: {name} must be {err.expected}, got {value!r}"
         raise ConfigError(msg) from None
-
-
-def _parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def _describe(base: str) -> str:
-    return {
-        "int": "an integer",
-        "float": "a number",
-        "bool": "true or false",
-        "str": "a string",
-        "Path": "a path",
-    }.get(base, base)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -285,6 +244,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _fail(name: str, value: Any, problem: str) -> None:
     msg = f"setting {name} {problem}, got {value!r}"
     raise ConfigError(msg)
+
+
+def _problem(name: str, value: Any, problem: str | None) -> None:
+    if problem is not None:
+        _fail(name, value, problem)
 
 
 def _port(name: str, value: int, *, allow_off: bool) -> None:

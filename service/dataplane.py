@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from service import calibration, unseen
-from service.bundle import OUTPUT_NAMES, Manifest
+from service import unseen
+from service.bundle import Manifest
 from service.errors import QUOTE_ITEMS, InvalidInput, ModelNotFound, did_you_mean, quote, quote_list
 from service.features import beyond_float32, encode_frame, float32_reason
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
-from service.scorer import Scorer, Scores, resolve_alpha
+from service.scorer import Scorer, Scores, resolve_alpha, threshold
 
 logger = logging.getLogger(__name__)
 
@@ -140,17 +140,9 @@ class DataPlane:
         x = self.check_x(model, x)
         self._count_unseen(model, x)
         outputs = await model.batcher.submit(x)
-        p = outputs["p_value"]
-        flagged = calibration.is_anomaly(p, alpha)
-        scores = Scores(
-            **{name: outputs[name] for name in OUTPUT_NAMES},
-            p_value=p,
-            is_anomaly=flagged,
-            primary_score=model.manifest.primary_score,
-            alpha=alpha,
-        )
+        scores = threshold(outputs, alpha, model.manifest.primary_score)
         if self.metrics is not None:
-            anomalies = int(np.count_nonzero(flagged))
+            anomalies = int(np.count_nonzero(scores.is_anomaly))
             self.metrics.observe_rows(model.name, model.version, x.shape[0], anomalies)
         return InferResult(model, scores)
 
@@ -276,14 +268,11 @@ def scoring_function(
     so they are computed once per batch, where the batch runs, and fed to the p-value
     histogram and drift window there; each request then only applies its own alpha.
     """
-    primary = scorer.manifest.primary_score
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = scorer.run(x)
-        p = scorer.p_values(outputs[primary])
+        outputs = scorer.run_p_values(x)
         if metrics is not None:
-            metrics.observe_p_values(name, p)
-        outputs["p_value"] = p
+            metrics.observe_p_values(name, outputs["p_value"])
         return outputs
 
     return run

@@ -272,13 +272,3 @@ def encode_frame(
     good = np.fromiter((e is None for e in errors), dtype=bool, count=len(errors))
     counts = tuple(unseen_mod.count_labels(f, labels[good], unseen[good]) for f, labels, unseen in categorical)
     return Encoded(x=x, errors=errors, unseen=counts)
-
-
-def decode_codes(codes: np.ndarray, feature: Feature) -> np.ndarray:
-    """Category codes (floats) back to labels (object array, None where -1)."""
-    labels = np.asarray(feature.categories, dtype=object)
-    index = np.rint(np.asarray(codes, dtype=float)).astype(np.int64)
-    valid = (index >= 0) & (index < len(labels))
-    out = np.full(index.shape, None, dtype=object)
-    out[valid] = labels[index[valid]]
-    return out

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from service.tables import write_table
+
 SITES = ("north", "south", "east", "west")
 SITE_SHARES = (0.45, 0.30, 0.17, 0.08)
 SHIFTS = ("day", "evening", "night")
@@ -143,18 +145,9 @@ def make_sample(
 
 
 def write_sample(path: Path, **kwargs: object) -> Path:
-    """Write :func:`make_sample` (``kwargs`` passed on) to ``path``: ``.csv`` or ``.parquet``."""
-    path = Path(path)
-    frame = make_sample(**kwargs)  # type: ignore[arg-type]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix in (".parquet", ".pq"):
-        frame.to_parquet(path, index=False)
-    else:
-        raise ValueError(f"cannot tell the format of {path}: use a .csv or .parquet name")
-    return path
+    """Write :func:`make_sample` (``kwargs`` passed on) to ``path``, CSV or Parquet by its name
+    (:func:`service.tables.write_table`)."""
+    return write_table(make_sample(**kwargs), path)  # type: ignore[arg-type]
 
 
 def _normal_rows(

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +33,15 @@ from service.bundle import (
     check_graph_signature,
     load_bundle,
 )
+from service.columns import ROW_COLUMNS, score_columns
 from service.errors import BundleError, ConfigError, InvalidInput, ModelNotReady
-from service.features import decode_codes, encode_frame
+from service.features import encode_frame
+from service.validation import alpha_problem, check, device_problem, onnx_threads_problem
 
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 # Why CUDA could not start, once learnt: later sessions skip the attempt and its log noise.
 _cuda_failure: str | None = None
 NO_GPU = "no NVIDIA GPU on this machine"
@@ -86,11 +87,29 @@ class Scores:
 
     def rows(self, start: int, stop: int) -> Scores:
         """The scores of rows ``start:stop`` (views, no copy); for splitting a batch."""
-        arrays = {name: getattr(self, name)[start:stop] for name in _ARRAY_FIELDS}
+        arrays = {name: values[start:stop] for name, values in self.arrays().items()}
         return dataclasses.replace(self, **arrays)
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-row array by name: the row scores, ``p_value``, ``is_anomaly``, then
+        ``feature_scores``, ``expected`` and ``latent``."""
+        return {name: getattr(self, name) for name in _ARRAY_FIELDS}
 
-_ARRAY_FIELDS = (*ROW_SCORES, "p_value", "is_anomaly", *ARRAY_OUTPUTS)
+
+_ARRAY_FIELDS = (*ROW_COLUMNS, *ARRAY_OUTPUTS)
+
+
+def threshold(outputs: Mapping[str, np.ndarray], alpha: float, primary_score: str) -> Scores:
+    """:class:`Scores` from the graph's outputs and ``p_value`` (:meth:`Scorer.run_p_values`):
+    ``is_anomaly`` is ``p_value < alpha``, the one place alpha meets the scores."""
+    p = outputs["p_value"]
+    return Scores(
+        **{name: outputs[name] for name in OUTPUT_NAMES},
+        p_value=p,
+        is_anomaly=calibration.is_anomaly(p, alpha),
+        primary_score=primary_score,
+        alpha=alpha,
+    )
 
 
 class Scorer:
@@ -194,16 +213,14 @@ class Scorer:
             InvalidInput: bad ``x`` or ``alpha``.
         """
         alpha = resolve_alpha(alpha, self.manifest)
+        return threshold(self.run_p_values(x), alpha, self.manifest.primary_score)
+
+    def run_p_values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`run`'s outputs plus ``p_value`` (``(n_rows,)``, lower = more anomalous) of the
+        primary score; alpha plays no part (:func:`threshold` applies it)."""
         outputs = self.run(x)
-        primary = self.manifest.primary_score
-        p = self.p_values(outputs[primary])
-        return Scores(
-            **{name: outputs[name] for name in OUTPUT_NAMES},
-            p_value=p,
-            is_anomaly=calibration.is_anomaly(p, alpha),
-            primary_score=primary,
-            alpha=alpha,
-        )
+        outputs["p_value"] = self.p_values(outputs[self.manifest.primary_score])
+        return outputs
 
     def p_values(self, primary_scores: np.ndarray) -> np.ndarray:
         """Conformal p-values ``(n_rows,)`` of primary scores against the bundle's calibration.
@@ -234,26 +251,8 @@ class Scorer:
         """
         encoded = encode_frame(frame, self.manifest.features, source=source, strict=True)
         scores = self.score(encoded.x, alpha)
-        columns: dict[str, np.ndarray] = {
-            name: getattr(scores, name) for name in (*ROW_SCORES, "p_value", "is_anomaly")
-        }
-        if explain:
-            columns.update(self._explanation_columns(scores))
-        if latent:
-            for i in range(scores.latent.shape[1]):
-                columns[f"latent_{i}"] = scores.latent[:, i]
+        columns = score_columns(scores.arrays(), self.manifest.features, explain=explain, latent=latent)
         return pd.DataFrame(columns, index=frame.index)
-
-    def _explanation_columns(self, scores: Scores) -> dict[str, np.ndarray]:
-        columns: dict[str, np.ndarray] = {}
-        for j, feature in enumerate(self.manifest.features):
-            columns[f"feature_score_{feature.name}"] = scores.feature_scores[:, j]
-        for j, feature in enumerate(self.manifest.features):
-            expected = scores.expected[:, j]
-            if feature.is_categorical:
-                expected = decode_codes(expected, feature)
-            columns[f"expected_{feature.name}"] = expected
-        return columns
 
     def _validate(self, x: np.ndarray) -> np.ndarray:
         name = self.manifest.name
@@ -301,16 +300,9 @@ class Scorer:
 def _check_settings(
     device: str, intra_op_threads: int | None, inter_op_threads: int | None, max_chunk_rows: int
 ) -> None:
-    if device not in DEVICES:
-        msg = f"device must be one of {list(DEVICES)}, got {device!r}"
-        raise ConfigError(msg)
-    for name, value in (
-        ("intra_op_threads", intra_op_threads),
-        ("inter_op_threads", inter_op_threads),
-    ):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            msg = f"{name} must be a non-negative integer (0 = onnxruntime's default), got {value!r}"
-            raise ConfigError(msg)
+    check("device", device, device_problem(device))
+    check("intra_op_threads", intra_op_threads, onnx_threads_problem(intra_op_threads))
+    check("inter_op_threads", inter_op_threads, onnx_threads_problem(inter_op_threads))
     if not isinstance(max_chunk_rows, int) or max_chunk_rows < 1:
         msg = f"max_chunk_rows must be a positive integer, got {max_chunk_rows!r}"
         raise ConfigError(msg)
@@ -387,11 +379,5 @@ def resolve_alpha(alpha: float | None, manifest: Manifest) -> float:
     """
     if alpha is None:
         return manifest.calibration.alpha
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0.0 < value < 1.0:
-        msg = f"alpha must be a number between 0 and 1 (exclusive), got {alpha!r}"
-        raise InvalidInput(msg)
-    return value
+    check("alpha", alpha, alpha_problem(alpha), InvalidInput)
+    return float(alpha)

@@ -23,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.config import DEVICES, LOG_FORMATS, LOG_LEVELS, ServiceConfig
+from service.config import LOG_FORMATS, LOG_LEVELS, ServiceConfig
 from service.errors import ConfigError, LatentwatchError, ModelNotReady
 from service.logs import configure_logging
+from service.validation import DEVICES
 
 # The parts (numpy, pandas, onnxruntime, grpc) load when a Service is built, not with this
 # module: building the command line's parser (add_serve_arguments) stays fast.

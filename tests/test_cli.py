@@ -86,7 +86,7 @@ def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate
     [
         (["train", "--data", "{tmp}/nope.csv", "--out", "{tmp}/b"], "nope.csv: no such file or folder"),
         (["train", "--data", "{csv}", "--out", "{tmp}/b", "--label-column", "target"], "label column(s) ['target']"),
-        (["train", "--data", "{csv}", "--out", "{tmp}/b", "--alpha", "2"], "setting 'alpha': 2.0 must be between"),
+        (["train", "--data", "{csv}", "--out", "{tmp}/b", "--alpha", "2"], "'alpha': 2.0 must be a number between"),
         (["info", "{tmp}"], "manifest.json is missing"),
         (["evaluate", "--model", "{tmp}/none", "--data", "{csv}", "--label-column", "label"], "no such bundle"),
     ],

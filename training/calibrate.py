@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import ROW_SCORES
+from service.tables import sample_positions
 from training import data as data_mod
 from training.config import VALIDATION_ROWS, TrainSettings, resolve_folds
 from training.export import ScoringGraph, torch_outputs
@@ -78,7 +79,7 @@ def out_of_fold_scores(
 
 def validation_rows(held: np.ndarray, seed: int) -> np.ndarray:
     """The held-out rows that early stopping scores: all of ``held``, or a seeded sample of ``VALIDATION_ROWS``."""
-    return held[data_mod.sample_positions(len(held), VALIDATION_ROWS, seed)]
+    return held[sample_positions(len(held), VALIDATION_ROWS, seed)]
 
 
 def run_graph(session: Any, x: np.ndarray) -> dict[str, np.ndarray]:

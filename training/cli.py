@@ -12,11 +12,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from service.fields import field_types
+from service.tables import read_table
 from training.config import TrainSettings, load_config_file, make_settings
-from training.data import read_table
 from training.distributed import check_settings, close, launch, shard
 from training.pipeline import TrainResult, train_bundle
 
@@ -58,29 +60,18 @@ def _train(args: argparse.Namespace, settings: TrainSettings, frame: pd.DataFram
     )
 
 
+def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``train`` flags that set a :class:`TrainSettings` field (same name), by field name.
+
+    ``service.cli`` lists the flags; a flag named after a field sets it, so a new field needs
+    only its flag there (``tests/training/test_cli.py`` checks types and choices against the fields).
+    """
+    return {name: getattr(args, name) for name in field_types(TrainSettings) if hasattr(args, name)}
+
+
 def train_command(args: argparse.Namespace) -> int:
     file_values = load_config_file(Path(args.config)) if args.config else {}
-    settings = make_settings(
-        file_values,
-        model=args.model,
-        seed=args.seed,
-        device=args.device,
-        denoise=args.denoise,
-        free_bits=args.free_bits,
-        prior=args.prior,
-        decoder=args.decoder,
-        alpha=args.alpha,
-        name=args.name,
-        version=args.version,
-        max_steps=args.max_steps,
-        beta=args.beta,
-        warmup_steps=args.warmup_steps,
-        restarts=args.restarts,
-        members=args.members,
-        folds=args.folds,
-        threads=args.threads,
-        max_rows=args.max_rows,
-    )
+    settings = make_settings(file_values, **setting_flags(args))
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_settings(settings)
         return launch(args.nproc, _without_nproc(sys.argv[1:]))

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.fields import FieldTypeError, coerce, field_types
+from service.validation import alpha_problem, device_problem
 
 MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
 KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up from 0
-DEVICES = ("auto", "cpu", "cuda")
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
 DECODERS = ("mlp", "bounded")
@@ -64,7 +65,7 @@ VALIDATION_ROWS = 8_192
 # most 20,000 rows, so its tables keep the folds they were measured with.
 LARGE_TABLE_ROWS = 20_000
 # Normal rows a fit reads at most; a larger table is a seeded uniform sample of this many rows,
-# streamed from Parquet (training/data.py, ``read_table``), so memory stays flat in the table's
+# streamed from Parquet (service/tables.py, ``read_table``), so memory stays flat in the table's
 # size. A fit sees at most about 5.4 million rows (above), so a sample of a million rows loses
 # little, and its hold-out calibrates p-values down to 5e-6.
 MAX_ROWS = 1_000_000
@@ -144,29 +145,16 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 
 
 def _check_type(key: str, value: Any) -> Any:
-    default = _FIELDS[key].default
-    annotation = str(_FIELDS[key].type)
-    if value is None and "None" in annotation:
-        return None
-    if isinstance(default, bool) or annotation.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-    elif "int" in annotation and "float" not in annotation:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif "float" in annotation:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif "str" in annotation and isinstance(value, str):
-        return value
-    msg = f"setting {key!r}: {value!r} is not a valid {annotation}"
-    raise ConfigError(msg)
+    try:
+        return coerce(field_types(TrainSettings)[key], value)
+    except FieldTypeError as err:
+        msg = f"setting {key!r}: {value!r} must be {err.expected}"
+        raise ConfigError(msg) from None
 
 
 def _check_ranges(s: TrainSettings) -> None:
     checks = [
         ("model", s.model in MODEL_TYPES, f"one of {MODEL_TYPES}"),
-        ("device", s.device in DEVICES, f"one of {DEVICES}"),
         ("score", s.score in SCORES, f"one of {SCORES}"),
         ("prior", s.prior in PRIORS, f"one of {PRIORS}"),
         ("decoder", s.decoder in DECODERS, f"one of {DECODERS}"),
@@ -193,11 +181,14 @@ def _check_ranges(s: TrainSettings) -> None:
         ("repeats", 1 <= s.repeats <= 4, "between 1 and 4"),
         ("validation_fraction", 0 < s.validation_fraction < 1, "between 0 and 1"),
         ("draws", 1 <= s.draws <= 256, "between 1 and 256"),
-        ("alpha", 0 < s.alpha < 1, "between 0 and 1"),
     ]
     for key, ok, expected in checks:
         if not ok:
             msg = f"setting {key!r}: {getattr(s, key)!r} must be {expected}"
+            raise ConfigError(msg)
+    for key, problem in (("device", device_problem(s.device)), ("alpha", alpha_problem(s.alpha))):
+        if problem is not None:
+            msg = f"setting {key!r}: {getattr(s, key)!r} {problem}"
             raise ConfigError(msg)
     if s.model == "hvae" and s.latent_dim is not None and s.latent_dim < 2:
         msg = f"setting 'latent_dim': {s.latent_dim} must be at least 2 for --model hvae (one per latent group)"

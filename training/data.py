@@ -1,6 +1,5 @@
-"""Reading tables and choosing features.
+"""Choosing features and splitting rows (tables are read by ``service.tables.read_table``).
 
-``read_table`` reads a CSV file, a Parquet file or a folder of Parquet files.
 ``select_features`` decides which columns are features and of what kind:
 
 - numeric: integer and float columns (unless declared categorical);
@@ -21,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,109 +28,8 @@ from service.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 ANOMALOUS_LABELS = frozenset({"1", "true", "yes", "anomaly", "anomalous", "outlier", "abnormal"})
 NORMAL_LABELS = frozenset({"0", "false", "no", "normal", "inlier"})
-
-
-def read_table(
-    path: str | Path, *, max_rows: int | None = None, seed: int = 0, shard: tuple[int, int] = (0, 1)
-) -> pd.DataFrame:
-    """Read CSV, Parquet, or a folder of Parquet files into a DataFrame.
-
-    With ``max_rows``, a table of more rows comes back as a seeded uniform sample of that many
-    (``sample_positions``), in the table's order. Parquet is streamed a record batch at a time,
-    so memory holds the sample, never the whole table; a CSV file is read whole, then sampled.
-    ``shard`` ``(k, n)`` keeps every n-th of those rows from the k-th: one process's share of a
-    multi-process fit (``training.distributed``).
-
-    Raises:
-        DataError: naming the file when it is missing, of another format, unreadable or empty.
-    """
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file or folder"
-        raise DataError(msg)
-    name = path.name.lower()
-    try:
-        if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
-            frame = _read_parquet(_parquet_files(path) if path.is_dir() else [path], max_rows, seed, shard)
-        elif name.endswith(CSV_SUFFIXES):
-            frame = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
-            frame = sample_frame(frame, max_rows, seed).iloc[shard[0] :: shard[1]].reset_index(drop=True)
-        else:
-            msg = f"{path}: not a CSV or Parquet file (expected one of {CSV_SUFFIXES + PARQUET_SUFFIXES})"
-            raise DataError(msg)
-    except DataError:
-        raise
-    except pd.errors.EmptyDataError:
-        msg = f"{path}: the file is empty"
-        raise DataError(msg) from None
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        msg = f"{path}: cannot read it as {'Parquet' if not name.endswith(CSV_SUFFIXES) else 'CSV'}: {err}"
-        raise DataError(msg) from None
-    if frame.empty or len(frame.columns) == 0:
-        msg = f"{path}: the table has no rows" if len(frame.columns) else f"{path}: no columns"
-        raise DataError(msg)
-    return frame
-
-
-def _parquet_files(path: Path) -> list[Path]:
-    files = sorted(p for p in path.rglob("*") if p.name.lower().endswith(PARQUET_SUFFIXES))
-    if not files:
-        msg = f"{path}: the folder holds no Parquet files"
-        raise DataError(msg)
-    return files
-
-
-def _read_parquet(files: list[Path], max_rows: int | None, seed: int, shard: tuple[int, int]) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    total = dataset.count_rows()  # from the files' footers; reads no rows
-    if (max_rows is None or total <= max_rows) and shard[1] == 1:
-        return dataset.to_table().to_pandas()
-    keep = sample_positions(total, max_rows or total, seed)[shard[0] :: shard[1]]
-    parts, start = [], 0
-    for batch in dataset.to_batches(batch_size=65_536):
-        lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
-        if hi > lo:
-            parts.append(batch.take(pa.array(keep[lo:hi] - start)))
-        start += batch.num_rows
-    log.info("read %d of the table's %d rows (max_rows %s, shard %d of %d)", len(keep), total, max_rows, *shard)
-    return pa.Table.from_batches(parts, schema=dataset.schema).to_pandas()
-
-
-SAMPLE_CHUNK_ROWS = 65_536
-
-
-def sample_positions(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
-    """Sorted positions of a seeded uniform sample of ``max_rows`` of ``n_rows`` rows (all when fewer).
-
-    Every subset of ``max_rows`` rows is equally likely. The rows are taken a chunk of
-    ``SAMPLE_CHUNK_ROWS`` at a time: how many of the rows still wanted fall in the chunk is a
-    hypergeometric draw, so memory grows with the sample, not with the table.
-    """
-    if n_rows <= max_rows:
-        return np.arange(n_rows)
-    rng = np.random.default_rng(seed)
-    parts, wanted = [], max_rows
-    for start in range(0, n_rows, SAMPLE_CHUNK_ROWS):
-        size = min(SAMPLE_CHUNK_ROWS, n_rows - start)
-        rest = n_rows - start - size
-        count = int(rng.hypergeometric(size, rest, wanted)) if rest else wanted
-        parts.append(start + np.sort(rng.choice(size, count, replace=False)))
-        wanted -= count
-    return np.concatenate(parts)
-
-
-def sample_frame(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """``frame``, or the rows of ``sample_positions`` when it has more than ``max_rows``."""
-    if max_rows is None or len(frame) <= max_rows:
-        return frame
-    return frame.iloc[sample_positions(len(frame), max_rows, seed)].reset_index(drop=True)
 
 
 def parse_labels(frame: pd.DataFrame, label_column: str, source: str) -> np.ndarray:

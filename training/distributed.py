@@ -2,7 +2,7 @@
 
 Launched by ``torchrun`` (``torchrun --nproc-per-node N -m training train ...``, or
 ``latentwatch train --nproc N``, which starts the same launcher), every process runs the same
-command. Each reads its own shard of the table's rows (``training.data.read_table``), and
+command. Each reads its own shard of the table's rows (``service.tables.read_table``), and
 the processes meet at four points only:
 
 1. the feature statistics (medians, scales, category lists) are those of process 0's shard,

@@ -3,7 +3,7 @@
 A fit holds the encoded table (``float32``, one column per feature) and, for each member, its
 fit and held-out rows preprocessed: the encoder's inputs (one-hot groups and missing-value
 indicators included) and the likelihood's targets, about ``2 x inputs`` floats a row. The table
-is sampled to ``max_rows`` rows before this is counted (``training.data.read_table``).
+is sampled to ``max_rows`` rows before this is counted (``service.tables.read_table``).
 """
 
 from __future__ import annotations

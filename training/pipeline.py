@@ -33,6 +33,7 @@ from service.bundle import (
 from service.calibration import score_threshold
 from service.errors import ConfigError, DataError
 from service.features import encode_frame
+from service.tables import sample_frame
 from training import data as data_mod
 from training import distributed
 from training.calibrate import calibration_rows, fit_splits, out_of_fold_scores, run_graph, validation_rows
@@ -135,7 +136,7 @@ def train_bundle(
     if group is not None:
         distributed.check_settings(settings)
         settings = dataclasses.replace(settings, folds=1)
-    frame = data_mod.sample_frame(frame, settings.max_rows, settings.seed)
+    frame = sample_frame(frame, settings.max_rows, settings.seed)
     plan = data_mod.plan_columns(
         frame,
         source=source,

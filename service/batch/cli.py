@@ -1,6 +1,6 @@
 """``latentwatch score``: arguments and handler (the work lives in :mod:`service.batch.local`).
 
-This module imports only ``argparse`` when loaded: ``service.cli`` builds the parser from
+This module imports only ``argparse`` and :mod:`service.validation` when loaded: ``service.cli`` builds the parser from
 :func:`add_score_arguments` without loading pyarrow, onnxruntime or dask.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from service.validation import DEVICES
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +37,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, help="target false-positive rate (default: the bundle's)")
     parser.add_argument("--batch-rows", type=int, default=65536, help="rows per record batch (default 65536)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
-    parser.add_argument("--threads", type=int, help="local engine: onnxruntime threads (default: one per core)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="onnxruntime device")
+    parser.add_argument("--threads", type=int, help="local engine: onnxruntime threads (default or 0: one per core)")
     parser.add_argument("--pushgateway", help="push the job's metrics to this Pushgateway (host:port or URL)")
     parser.add_argument("--job", default="latentwatch_score", help="Pushgateway job name (default latentwatch_score)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

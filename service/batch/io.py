@@ -1,9 +1,8 @@
 """Input files read in record batches; output files written whole or not at all.
 
-Inputs (:func:`resolve_inputs`): a CSV file (``.csv``, ``.tsv``, ``.txt``, ``.csv.gz``), a
-Parquet file (``.parquet``, ``.pq``, ``.parq``), a folder (every Parquet file under it,
-in path order; names starting with ``.`` or ``_`` are skipped, as Spark and Hive write
-them), or a glob pattern (its matches in path order). Rows are read in record batches of at
+Inputs (:func:`resolve_inputs`): a CSV or Parquet file, a folder of Parquet files (the
+names and folder rules of :mod:`service.tables`), or a glob pattern (its matches in path
+order). Rows are read in record batches of at
 most ``batch_rows`` rows, so memory does not grow with the file: a Parquet file is read
 one row group at a time (memory follows its largest row group; pyarrow writes groups of at
 most 1Mi rows, Spark of 128 MiB), a CSV file one block of 8 MiB at a time.
@@ -39,9 +38,8 @@ import pyarrow.parquet as pq
 
 from service.batch.csvfile import CsvProgress, check_text, csv_options, iter_csv_batches, rechunk
 from service.errors import ConfigError, DataError
+from service.tables import is_parquet, parquet_files, table_format
 
-CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 PARQUET_BUFFER_BYTES = 4 << 20  # read buffer per column chunk: bounds memory for huge row groups
 _GLOB_CHARS = "*?["
 
@@ -63,20 +61,6 @@ class InputFile:
         return self.path.stat().st_size
 
 
-def _format_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    msg = f"{path}: not a CSV or Parquet file (expected a name ending in one of {CSV_SUFFIXES + PARQUET_SUFFIXES})"
-    raise DataError(msg)
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-
-
 def resolve_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
     """The files ``spec`` names, in the order their rows are read.
 
@@ -88,11 +72,7 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
     if path.is_file():
         paths = [path]
     elif path.is_dir():
-        found = (p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(PARQUET_SUFFIXES))
-        paths = sorted(p for p in found if not _hidden(p, path))
-        if not paths:
-            msg = f"{path}: the folder holds no Parquet files ({', '.join(PARQUET_SUFFIXES)})"
-            raise DataError(msg)
+        paths = parquet_files(path)
     elif any(c in text for c in _GLOB_CHARS):
         paths = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())  # noqa: PTH207
         if not paths:
@@ -101,7 +81,7 @@ def resolve_inputs(spec: str | os.PathLike[str]) -> list[InputFile]:
     else:
         msg = f"{path}: no such file or folder"
         raise DataError(msg)
-    return [InputFile(p, _format_of(p)) for p in paths]
+    return [InputFile(p, table_format(p)) for p in paths]
 
 
 @contextlib.contextmanager
@@ -251,10 +231,9 @@ def iter_parquet_rows(
 
 def output_format(path: Path) -> str:
     """``parquet`` or ``csv`` from the output name's extension."""
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
+    if is_parquet(path):
         return "parquet"
-    if name.endswith(".csv"):
+    if path.name.lower().endswith(".csv"):
         return "csv"
     msg = f"--output {path}: name it .parquet (or .pq) for Parquet, or .csv for CSV"
     raise ConfigError(msg)

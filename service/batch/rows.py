@@ -7,11 +7,11 @@ row. Both run wherever the rows are scored (this process, or a Dask worker).
 Output columns, in this order:
 
 - the passed-through input columns (every non-feature column, or ``keep_columns``);
-- ``recon_error``, ``neg_elbo``, ``kl`` (float32, higher = more anomalous), ``p_value``
-  (float64, lower = more anomalous), ``is_anomaly`` (bool);
-- with ``explain``: ``feature_score_<name>`` (float32, nats) per feature, then
-  ``expected_<name>`` per feature (float32 raw units; a categorical's label);
-- with ``latent``: ``latent_<i>`` (float32) per latent dimension;
+- the score columns of :mod:`service.columns`: ``recon_error``, ``neg_elbo``, ``kl``
+  (float32, higher = more anomalous), ``p_value`` (float64, lower = more anomalous),
+  ``is_anomaly`` (bool); with ``explain`` ``feature_score_<name>`` (float32, nats) and
+  ``expected_<name>`` (float32 raw units; a categorical's label) per feature; with ``latent``
+  ``latent_<i>`` (float32) per latent dimension;
 - ``error``: null for a scored row; for a row that cannot be scored (an unparseable number,
   an infinite one or one beyond float32's range, a CSV line with the wrong number of fields),
   the reason, and every score column of the row is null (for a malformed line, its
@@ -36,10 +36,12 @@ import pyarrow as pa
 
 from service import unseen
 from service.batch.csvfile import READ_ERROR_COLUMN
-from service.bundle import ROW_SCORES, Feature
+from service.bundle import Feature
+from service.columns import expected_column, score_column_names, score_columns
 from service.errors import ConfigError, InvalidInput
-from service.features import Encoded, check_columns, decode_codes, encode_frame
-from service.scorer import DEVICES, Scorer
+from service.features import Encoded, check_columns, encode_frame
+from service.scorer import Scorer
+from service.validation import alpha_problem, check, device_problem, onnx_threads_problem
 
 ERROR_COLUMN = "error"
 UNSEEN_KEY = b"latentwatch.unseen"
@@ -66,8 +68,8 @@ class ScoreOptions:
             with it: about ``batch_rows`` x input row bytes x 3); onnxruntime runs them in
             chunks of :data:`SCORER_CHUNK_ROWS`.
         device: onnxruntime device, ``auto``, ``cpu`` or ``cuda``.
-        threads: onnxruntime threads of the local engine (None = onnxruntime's default, one
-            per physical core; set it to the CPUs a container may use). The Dask engine runs
+        threads: onnxruntime threads of the local engine (None or 0 = onnxruntime's default,
+            one per physical core; set it to the CPUs a container may use). The Dask engine runs
             one thread per task.
     """
 
@@ -85,15 +87,10 @@ class ScoreOptions:
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
             msg = f"batch_rows must be a positive integer, got {self.batch_rows!r}"
             raise ConfigError(msg)
-        if self.alpha is not None and not 0.0 < self.alpha < 1.0:
-            msg = f"alpha must be between 0 and 1 (exclusive), got {self.alpha!r}"
-            raise ConfigError(msg)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            msg = f"threads must be a positive integer, got {self.threads!r}"
-            raise ConfigError(msg)
-        if self.device not in DEVICES:
-            msg = f"device must be one of {list(DEVICES)}, got {self.device!r}"
-            raise ConfigError(msg)
+        if self.alpha is not None:
+            check("alpha", self.alpha, alpha_problem(self.alpha))
+        check("threads", self.threads, onnx_threads_problem(self.threads))
+        check("device", self.device, device_problem(self.device))
 
 
 @dataclass(frozen=True)
@@ -134,16 +131,12 @@ def _label_type(feature: Feature) -> pa.DataType:
 
 
 def score_fields(features: Sequence[Feature], latent_dim: int, *, explain: bool, latent: bool) -> list[pa.Field]:
-    """The output columns that scoring adds (everything but the passed-through ones)."""
-    fields = [pa.field(name, pa.float32()) for name in ROW_SCORES]
-    fields += [pa.field("p_value", pa.float64()), pa.field("is_anomaly", pa.bool_())]
-    if explain:
-        fields += [pa.field(f"feature_score_{f.name}", pa.float32()) for f in features]
-        fields += [
-            pa.field(f"expected_{f.name}", _label_type(f) if f.is_categorical else pa.float32()) for f in features
-        ]
-    if latent:
-        fields += [pa.field(f"latent_{i}", pa.float32()) for i in range(latent_dim)]
+    """The output columns that scoring adds (everything but the passed-through ones), named and
+    ordered by :func:`service.columns.score_column_names`."""
+    types = {"p_value": pa.float64(), "is_anomaly": pa.bool_()}
+    types.update({expected_column(f.name): _label_type(f) for f in features if f.is_categorical})
+    names = score_column_names(features, latent_dim, explain=explain, latent=latent)
+    fields = [pa.field(name, types.get(name, pa.float32())) for name in names]
     fields.append(pa.field(ERROR_COLUMN, pa.string()))
     return fields
 
@@ -244,19 +237,7 @@ def scorer_values(scorer: Scorer, plan: OutputPlan) -> RowScorer:
 
     def score(frame: pd.DataFrame, x: np.ndarray) -> dict[str, np.ndarray]:
         scores = scorer.score(x, plan.alpha)
-        values = {name: getattr(scores, name) for name in (*ROW_SCORES, "p_value", "is_anomaly")}
-        if plan.explain:
-            for j, feature in enumerate(plan.features):
-                values[f"feature_score_{feature.name}"] = scores.feature_scores[:, j]
-            for j, feature in enumerate(plan.features):
-                expected = scores.expected[:, j]
-                values[f"expected_{feature.name}"] = (
-                    decode_codes(expected, feature) if feature.is_categorical else expected
-                )
-        if plan.latent:
-            for i in range(plan.latent_dim):
-                values[f"latent_{i}"] = scores.latent[:, i]
-        return values
+        return score_columns(scores.arrays(), plan.features, explain=plan.explain, latent=plan.latent)
 
     return score
 

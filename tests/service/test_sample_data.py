@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.errors import InvalidInput
 from service.sample_data import (
     ANOMALY_KINDS,
     NUMERIC_COLUMNS,
@@ -118,5 +119,5 @@ def test_write_sample_round_trips(tmp_path, name: str) -> None:
 
 
 def test_write_sample_rejects_unknown_suffix(tmp_path) -> None:
-    with pytest.raises(ValueError, match="csv"):
+    with pytest.raises(InvalidInput, match="csv"):
         write_sample(tmp_path / "telemetry.xlsx")

@@ -15,7 +15,7 @@ import pytest
 from service.bundle import ONNX_FILE, OUTPUT_NAMES, load_bundle
 from service.calibration import ks_uniform_distance
 from service.errors import BundleError, ConfigError, InvalidInput, ModelNotReady
-from service.scorer import Scorer, Scores
+from service.scorer import Scorer, Scores, threshold
 from tests.service.conftest import (
     ALPHA,
     FEATURES,
@@ -284,3 +284,14 @@ def test_feature_order_follows_the_manifest_not_the_frame(scorer: Scorer) -> Non
     shuffled = frame[["load", "serial", "site", "temperature"]]
     pd.testing.assert_frame_equal(scorer.score_frame(shuffled), scorer.score_frame(frame))
     assert [f.name for f in FEATURES] == scorer.manifest.feature_names
+
+
+def test_score_is_threshold_of_the_p_valued_outputs(scorer: Scorer) -> None:
+    """One rule turns outputs and p-values into is_anomaly: score() and the service's batches share it."""
+    x = normal_rows(50, seed=3)
+    outputs = scorer.run_p_values(x)
+    for alpha in (0.05, 0.5, 0.9):
+        direct, split = scorer.score(x, alpha), threshold(outputs, alpha, scorer.manifest.primary_score)
+        for name, values in direct.arrays().items():
+            np.testing.assert_array_equal(values, getattr(split, name))
+        np.testing.assert_array_equal(split.is_anomaly, outputs["p_value"] < alpha)

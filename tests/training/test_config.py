@@ -22,8 +22,8 @@ def test_defaults_and_overrides() -> None:
     [
         ({"modle": "vae"}, "unknown setting"),
         ({"model": "gan"}, "setting 'model'"),
-        ({"alpha": 1.5}, "setting 'alpha': 1.5 must be between 0 and 1"),
-        ({"draws": "many"}, "setting 'draws': 'many' is not a valid int"),
+        ({"alpha": 1.5}, r"setting 'alpha': 1.5 must be a number between 0 and 1 \(exclusive\)"),
+        ({"draws": "many"}, "setting 'draws': 'many' must be an integer"),
         ({"restarts": 0}, "setting 'restarts': 0 must be between 1 and 32"),
         ({"members": 0}, "setting 'members': 0 must be between 1 and 16"),
         ({"folds": 11}, "setting 'folds': 11 must be between 1 and 10"),

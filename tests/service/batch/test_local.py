@@ -292,8 +292,10 @@ def test_bad_arguments_name_what_is_wrong(trained_bundle: Path, tmp_path: Path) 
         run_job(trained_bundle, str(tmp_path / "nothing-*.parquet"), tmp_path / "out.parquet")
     with pytest.raises(ConfigError, match="batch_rows"):
         run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", ScoreOptions(batch_rows=0))
-    with pytest.raises(ConfigError, match="threads must be a positive integer, got 0"):
-        run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", ScoreOptions(threads=0))
+    with pytest.raises(
+        ConfigError, match=r"threads must be a whole number, 0 \(onnxruntime's default\) or more, got -1"
+    ):
+        run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", ScoreOptions(threads=-1))
     with pytest.raises(ConfigError, match="only to --engine dask"):
         run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", workers=2)
     (tmp_path / "notes.txt.md").write_text("x")

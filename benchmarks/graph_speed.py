@@ -1,9 +1,10 @@
 """How fast the default's exported graph scores, in-process, on the widest benchmark table.
 
 The cost bar (docs/decisions.md): the ONNX graph of ``latentwatch train`` with no options,
-trained on mnist's protocol split (100 features), scores at least 50,000 rows per second in one onnxruntime session on 2 CPU threads, fed 1024-row batches. The
-figure is the median over repeated passes over the test rows, every output computed, so it
-is the limit a server or a batch job can approach, not what either reaches.
+trained on mnist's protocol split (100 features), scores at least 50,000 rows per second in
+one onnxruntime session on 2 CPU threads, fed 1024-row batches. The figure is the median over
+repeated passes over the test rows, every output computed, so it is the limit a server or a
+batch job can approach, not what either reaches.
 """
 
 from __future__ import annotations

@@ -14,11 +14,10 @@ the code lies from where normal codes live.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from training import likelihood
-from training.models.base import Architecture, Autoencoder, Batch, adamw, mlp
+from training.models.base import Architecture, Autoencoder, Batch, adamw, gan_loss, mlp, optimizer_step
 
 
 class AAE(Autoencoder):
@@ -49,23 +48,15 @@ class AAE(Autoencoder):
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
         reconstruction, discriminate, generate = optimizers
         nll = self.feature_nll(self._codes(batch), batch).sum(-1).mean()
-        reconstruction.zero_grad(set_to_none=True)
-        nll.backward()
-        reconstruction.step()
+        optimizer_step(reconstruction, nll)
 
         z_fake = self._codes(batch).detach()
         z_real = torch.randn_like(z_fake)
         real, fake = self.discriminator(z_real), self.discriminator(z_fake)
-        d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-            fake, torch.zeros_like(fake)
-        )
-        discriminate.zero_grad(set_to_none=True)
-        d_loss.backward()
-        discriminate.step()
+        d_loss = gan_loss(real, real=True) + gan_loss(fake, real=False)
+        optimizer_step(discriminate, d_loss)
 
         fooled = self.discriminator(self._codes(batch))
-        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-        generate.zero_grad(set_to_none=True)
-        g_loss.backward()
-        generate.step()
+        g_loss = gan_loss(fooled, real=True)
+        optimizer_step(generate, g_loss)
         return {"loss": nll.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()}

@@ -56,6 +56,19 @@ def adamw(params: Iterable[nn.Parameter], **options: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, fused=True, **options)
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One gradient step of ``optimizer`` on ``loss``: clear its gradients, backpropagate, update."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def gan_loss(logits: torch.Tensor, *, real: bool) -> torch.Tensor:
+    """The discriminator's cross-entropy of ``logits`` against the label "real" (or "generated")."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
 def mlp(n_in: int, hidden: int, depth: int, *, normalized: bool = False) -> nn.Sequential:
     """``depth`` hidden layers: Linear, then LayerNorm when ``normalized``, then GELU."""
     layers: list[nn.Module] = []
@@ -194,7 +207,5 @@ class Autoencoder(nn.Module):
         """
         (optimizer,) = optimizers
         loss, parts = (module or self)(batch, beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(optimizer, loss)
         return {"loss": loss.item(), **{name: value.item() for name, value in parts.items()}}

@@ -98,12 +98,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--free-bits",
         type=float,
-        help="vae only: nats of KL per latent dimension left free in training (default 0; scores stay the ELBO)",
+        help="vae, vaegan: nats of KL per latent dimension left free in training (default 0; scores stay the ELBO)",
     )
     p.add_argument(
         "--prior",
         choices=["auto", "standard", "defensive"],
-        help="prior of the scores' KL term: standard N(0, I), or (vae only) defensive, half N(0, I) and half "
+        help="prior of the scores' KL term: standard N(0, I), or (vae, vaegan) defensive, half N(0, I) and half "
         "the fit rows' posteriors (default auto: defensive for vae)",
     )
     p.add_argument(

@@ -21,6 +21,7 @@ MODEL_TYPES = ("vae", "aae", "ae", "vaegan", "hvae")
 KL_MODELS = ("vae", "vaegan", "hvae")  # trained on a KL term: beta is warmed up from 0
 SCORES = ("auto", "neg_elbo", "recon_error")
 PRIORS = ("auto", "standard", "defensive")
+ELBO_MODELS = ("vae", "vaegan")  # trained on the VAE's own loss: free bits and the defensive prior apply
 DECODERS = ("mlp", "bounded")
 # Fit rows whose posteriors make the defensive prior (a seeded sample), shared out among the
 # members, so that the graph's mixture prior costs the same however many there are. Its size is
@@ -97,7 +98,7 @@ class TrainSettings:
     warmup_steps: int | None = None  # None: max(500, 20 epochs); beta rises linearly from 0
     min_scale: float = 0.01  # floor of the decoder's std, in standardized units
     denoise: float = 0.0  # AE only: std of Gaussian noise added to inputs while training
-    free_bits: float = 0.0  # VAE only: nats of KL per latent dimension left free in training; scores stay the ELBO
+    free_bits: float = 0.0  # vae, vaegan: nats of KL per latent dimension left free in training; scores stay the ELBO
     # Optimization.
     batch_size: int | None = (
         None  # None: min(256, max(32, train rows // 20)); above 16,384 rows up to rows // 64, at most 1,024
@@ -127,7 +128,7 @@ class TrainSettings:
     # Scoring and calibration.
     draws: int = 8  # fixed Monte-Carlo draws of z in the exported graph
     # The prior p(z) of the scores' KL term; auto: defensive for vae, standard otherwise.
-    # defensive (VAE only): ½ N(0, I) + ½ the posteriors of up to 512 fit rows (shared out among
+    # defensive (VAE and VAE-GAN): ½ N(0, I) + ½ the posteriors of up to 512 fit rows (shared out among
     # the members), set after training.
     prior: str = "auto"
     score: str = "auto"  # primary score for p-values; auto: neg_elbo
@@ -196,8 +197,8 @@ def _check_ranges(s: TrainSettings) -> None:
     if s.denoise > 0 and s.model != "ae":
         msg = f"setting 'denoise' applies to --model ae only (model is {s.model!r})"
         raise ConfigError(msg)
-    if s.free_bits > 0 and s.model != "vae":
-        msg = f"setting 'free_bits' applies to --model vae only (model is {s.model!r})"
+    if s.free_bits > 0 and s.model not in ELBO_MODELS:
+        msg = f"setting 'free_bits' applies to --model vae or vaegan only (model is {s.model!r})"
         raise ConfigError(msg)
     if s.folds is not None and s.folds > 1 and s.members > 1:
         msg = (
@@ -208,8 +209,8 @@ def _check_ranges(s: TrainSettings) -> None:
     if s.repeats > 1 and (s.folds == 1 or s.members > 1):
         msg = f"setting 'repeats': {s.repeats} repeats a cross-fitting, so 'folds' must be at least 2 and 'members' 1"
         raise ConfigError(msg)
-    if s.prior == "defensive" and s.model != "vae":
-        msg = f"setting 'prior': 'defensive' applies to --model vae only (model is {s.model!r})"
+    if s.prior == "defensive" and s.model not in ELBO_MODELS:
+        msg = f"setting 'prior': 'defensive' applies to --model vae or vaegan only (model is {s.model!r})"
         raise ConfigError(msg)
 
 

@@ -34,10 +34,10 @@ def test_defaults_and_overrides() -> None:
         ({"grad_clip": 0.5}, r"setting 'grad_clip': 0.5 must be 0 \(off\) or at least 1"),
         ({"denoise": 0.1}, "applies to --model ae only"),
         ({"free_bits": -1.0}, "setting 'free_bits': -1.0 must be at least 0"),
-        ({"model": "aae", "free_bits": 0.5}, "applies to --model vae only"),
+        ({"model": "aae", "free_bits": 0.5}, "applies to --model vae or vaegan only"),
         ({"prior": "uniform"}, "setting 'prior': 'uniform' must be one of"),
         ({"decoder": "resnet"}, r"setting 'decoder': 'resnet' must be one of \('mlp', 'bounded'\)"),
-        ({"model": "hvae", "prior": "defensive"}, "'defensive' applies to --model vae only"),
+        ({"model": "hvae", "prior": "defensive"}, "'defensive' applies to --model vae or vaegan only"),
         ({"report": "yes"}, "setting 'report'"),
     ],
 )

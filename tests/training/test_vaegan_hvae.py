@@ -16,9 +16,11 @@ from service.features import encode_frame
 from service.generate import Generator
 from service.scorer import Scorer
 from tests.training.tables import QUICK, mixed_table
-from training.config import TrainSettings, make_settings, resolve
+from training import likelihood
+from training.config import TrainSettings, make_settings, resolve, resolve_prior
 from training.decoder_export import DecoderGraph, decoder_torch_outputs
 from training.export import parity_error, torch_outputs
+from training.models import VAEGAN, Architecture, Batch, build_model
 from training.models.hvae import HVAE, group_sizes
 from training.pipeline import TrainResult, train_bundle
 
@@ -144,3 +146,28 @@ def test_settings_and_command_line_know_the_new_models() -> None:
     assert group_sizes(5) == (3, 2)
     with pytest.raises(ValueError, match="latent_dim >= 2"):
         group_sizes(1)
+
+
+def test_the_vaegan_trains_on_the_vaes_own_kl_so_free_bits_and_the_prior_apply() -> None:
+    arch = Architecture(
+        n_inputs=4, n_numeric=2, group_sizes=(2,), feature_order=(0, 1, 2), hidden=8, depth=1, latent_dim=3,
+        min_scale=0.01,
+    )  # fmt: skip
+    batch = Batch(torch.randn(16, 4), torch.randn(16, 2), torch.ones(16, 2), torch.randint(-1, 3, (16, 1)))
+    for free_bits in (0.0, 2.0):
+        torch.manual_seed(0)
+        net = build_model("vaegan", arch, free_bits=free_bits)
+        assert isinstance(net, VAEGAN)
+        assert net.free_bits == free_bits
+        with torch.no_grad():
+            mu, log_var = net.encode(batch.enc_in)
+            expected = net.training_kl(mu, log_var).item()
+        torch.manual_seed(1)
+        losses = net.train_step(batch, net.configure_optimizers(1e-3, 0.0), beta=1.0)
+        assert losses["kl"] == pytest.approx(expected, rel=1e-6)
+    assert losses["kl"] >= arch.latent_dim * 2.0  # every dimension counts at least its free bits
+    settings = make_settings({"free_bits": 1.0, "prior": "defensive"}, model="vaegan")
+    assert (settings.free_bits, resolve_prior(settings)) == (1.0, "defensive")
+    net.use_defensive_prior(mu, log_var)
+    kl = net.score(batch, torch.randn(4, 3))["kl"]
+    assert not torch.allclose(kl, likelihood.gaussian_kl(mu, log_var))  # scored against the bank, not N(0, I)

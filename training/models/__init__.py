@@ -21,7 +21,7 @@ def build_model(model_type: str, arch: Architecture, *, denoise: float = 0.0, fr
     if model_type == "ae":
         return AE(arch, noise=denoise)
     if model_type == "vaegan":
-        return VAEGAN(arch)
+        return VAEGAN(arch, free_bits=free_bits)
     if model_type == "hvae":
         return HVAE(arch)
     msg = f"unknown model type {model_type!r}"

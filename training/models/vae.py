@@ -51,9 +51,13 @@ class VAE(Autoencoder):
         per_dimension = likelihood.gaussian_kl_per_dimension(mu, log_var).mean(0)
         return per_dimension.clamp(min=self.free_bits).sum()
 
-    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def training_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A reparameterized draw ``z`` ``(N, L)``, the batch's mean NLL at it and ``training_kl``."""
         mu, log_var = self.encode(batch.enc_in)
         z = self.reparameterize(mu, log_var, torch.randn_like(mu))
         nll = self.feature_nll(z, batch).sum(-1).mean()
-        kl = self.training_kl(mu, log_var)
+        return z, nll, self.training_kl(mu, log_var)
+
+    def training_loss(self, batch: Batch, beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        _, nll, kl = self.training_terms(batch)
         return nll + beta * kl, {"nll": nll.detach(), "kl": kl.detach()}

@@ -10,6 +10,7 @@ straight-through Gumbel-softmax, so they look like real rows to the discriminato
 Each step, as in the paper's Algorithm 1:
 
 - encoder and decoder minimize ``nll + beta * kl + FEATURE_WEIGHT * feature_error``, where
+  ``nll`` and ``kl`` are the VAE's own training terms (``VAE.training_terms``: free bits apply), and
   ``feature_error`` is the squared distance between the discriminator's last hidden layer on
   the row and on its reconstruction (the paper's reconstruction term measured in the
   discriminator's feature space); the decoder also minimizes ``ADVERSARIAL_WEIGHT`` times the
@@ -19,11 +20,12 @@ Each step, as in the paper's Algorithm 1:
 - the discriminator minimizes the GAN loss (real vs reconstructions and prior samples).
 
 Scores follow the contract exactly as the VAE's (``neg_elbo`` = reconstruction NLL + KL,
-fixed draws). The extra score ``disc_feature_error`` (an additional ONNX output, shape
-``(N,)``, higher = more anomalous) is the mean squared distance, in the discriminator's
-feature space, between the row and its most likely reconstruction at the posterior mean
-(numeric means, most probable categories): the paper's learned similarity metric used as an
-anomaly score, as in GAN-based detectors that score by feature matching.
+fixed draws, against the defensive prior when one is set). The extra score
+``disc_feature_error`` (an additional ONNX output, shape ``(N,)``, higher = more anomalous)
+is the mean squared distance, in the discriminator's feature space, between the row and its
+most likely reconstruction at the posterior mean (numeric means, most probable categories):
+the paper's learned similarity metric used as an anomaly score, as in GAN-based detectors
+that score by feature matching.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import likelihood
-from training.models.base import Architecture, Autoencoder, Batch, adamw, mlp
+from training.models.base import Architecture, Batch, adamw, gan_loss, mlp, optimizer_step
+from training.models.vae import VAE
 
 ADVERSARIAL_WEIGHT = 0.1  # decoder's GAN loss; small: the likelihood must stay well fitted
 FEATURE_WEIGHT = 1.0  # reconstruction error in the discriminator's feature space
@@ -45,11 +47,11 @@ EXTRA_SCORES = {
 }
 
 
-class VAEGAN(Autoencoder):
+class VAEGAN(VAE):
     extra_outputs = EXTRA_SCORES  # score name -> description; exported as extra ONNX outputs
 
-    def __init__(self, arch: Architecture) -> None:
-        super().__init__(arch)
+    def __init__(self, arch: Architecture, free_bits: float = 0.0) -> None:
+        super().__init__(arch, free_bits=free_bits)
         n_data = arch.n_numeric + sum(arch.group_sizes)
         self.disc_features = mlp(n_data, arch.hidden, arch.depth)
         self.disc_head = nn.Linear(arch.hidden, 1)
@@ -107,10 +109,7 @@ class VAEGAN(Autoencoder):
 
     def train_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer], beta: float) -> dict[str, float]:
         autoencoder, discriminator = optimizers
-        mu, log_var = self.encode(batch.enc_in)
-        z = self.reparameterize(mu, log_var, torch.randn_like(mu))
-        nll = self.feature_nll(z, batch).sum(-1).mean()
-        kl = likelihood.gaussian_kl(mu, log_var).mean()
+        z, nll, kl = self.training_terms(batch)
         real = self._real(batch)
         real_features, _ = self.discriminate(real)
         recon = self._drawn(z, batch)
@@ -119,20 +118,14 @@ class VAEGAN(Autoencoder):
         recon_for_gan = self._drawn(z.detach(), batch)  # the GAN term trains the decoder, not the encoder
         prior = self._drawn(torch.randn_like(z), batch)
         fooled = torch.cat([self.discriminate(recon_for_gan)[1], self.discriminate(prior)[1]])
-        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        g_loss = gan_loss(fooled, real=True)
         loss = nll + beta * kl + FEATURE_WEIGHT * feature_error + ADVERSARIAL_WEIGHT * g_loss
-        autoencoder.zero_grad(set_to_none=True)
-        loss.backward()
-        autoencoder.step()
+        optimizer_step(autoencoder, loss)
 
         real_logit = self.discriminate(real)[1]
         fake_logit = self.discriminate(torch.cat([recon_for_gan.detach(), prior.detach()]))[1]
-        d_loss = F.binary_cross_entropy_with_logits(
-            real_logit, torch.ones_like(real_logit)
-        ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
-        discriminator.zero_grad(set_to_none=True)
-        d_loss.backward()
-        discriminator.step()
+        d_loss = gan_loss(real_logit, real=True) + gan_loss(fake_logit, real=False)
+        optimizer_step(discriminator, d_loss)
         return {
             "loss": loss.item(),
             "nll": nll.item(),

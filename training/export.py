@@ -43,8 +43,8 @@ class ScoringGraph(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """The contract's outputs, then the model's extra scores (e.g. vaegan's ``disc_feature_error``)."""
-        return OUTPUT_NAMES + tuple(getattr(self.model, "extra_outputs", {}))
+        """The contract's outputs, in order."""
+        return OUTPUT_NAMES
 
     def preprocess(self, x: torch.Tensor) -> Batch:
         return Batch(*self.preprocessor(x))
@@ -94,7 +94,6 @@ class ScoringGraph(nn.Module):
             pre.manifest_ordered(feature_scores),
             pre.manifest_ordered(expected),
             scores["latent"],
-            *(scores[name] for name in self.output_names[len(OUTPUT_NAMES) :]),
         )
 
 
@@ -150,8 +149,7 @@ def mixture_split_allowance(graph: ScoringGraph, x: np.ndarray) -> dict[str, np.
 
     # kl also holds KL(r || uniform) = sum_m r_m log r_m + log M, which moves with r as log r_m does.
     out = {"kl": allowance(torch.stack([scores["kl"] for scores in each]).double() + log_r)}
-    for name in ("feature_scores", *graph.model.extra_outputs):
-        out[name] = allowance(torch.stack([scores[name] for scores in each]).double())
+    out["feature_scores"] = allowance(torch.stack([scores["feature_scores"] for scores in each]).double())
     if graph.preprocessor.n_constant:  # constant columns are scored outside the mixture: no split
         pad = np.zeros((len(x), graph.preprocessor.n_constant))
         out["feature_scores"] = np.concatenate([out["feature_scores"], pad], axis=1)

@@ -44,7 +44,6 @@ def build_manifest(
     fit: FitSummary,
     held: dict[str, np.ndarray],
     onnx_path: Path,
-    extra_scores: dict[str, str],
 ) -> Manifest:
     """The bundle's manifest before the decoder's checks are added (``add_decoder``).
 
@@ -76,7 +75,7 @@ def build_manifest(
             "restarts": fit.members[0]["restarts"],
             "members": fit.members,
         },
-        scores={**SCORE_DESCRIPTIONS, **extra_scores},
+        scores=dict(SCORE_DESCRIPTIONS),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         latentwatch_version=_version(),
     )

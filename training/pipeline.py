@@ -278,7 +278,6 @@ def _train_and_write(
             FitSummary(fit_result, members, len(train_idx), parity, device, 1 if group is None else group.world),
             held,
             onnx_path,
-            getattr(net, "extra_outputs", {}),
         )
         progress.stage("checking the generative model")
         manifest, synthetic = add_decoder(

@@ -49,10 +49,6 @@ class Ensemble(nn.Module):
         return self.first.arch
 
     @property
-    def extra_outputs(self) -> dict[str, str]:
-        return getattr(self.first, "extra_outputs", {})
-
-    @property
     def to_manifest_order(self) -> torch.Tensor:
         return self.first.to_manifest_order
 
@@ -86,5 +82,4 @@ class Ensemble(nn.Module):
             "kl": weighted("kl") + choice_kl,
             "feature_scores": weighted("feature_scores"),
             "latent": each[0]["latent"],
-            **{name: weighted(name) for name in self.extra_outputs},
         }

@@ -20,12 +20,8 @@ Each step, as in the paper's Algorithm 1:
 - the discriminator minimizes the GAN loss (real vs reconstructions and prior samples).
 
 Scores follow the contract exactly as the VAE's (``neg_elbo`` = reconstruction NLL + KL,
-fixed draws, against the defensive prior when one is set). The extra score
-``disc_feature_error`` (an additional ONNX output, shape ``(N,)``, higher = more anomalous)
-is the mean squared distance, in the discriminator's feature space, between the row and its
-most likely reconstruction at the posterior mean (numeric means, most probable categories):
-the paper's learned similarity metric used as an anomaly score, as in GAN-based detectors
-that score by feature matching.
+fixed draws, against the defensive prior when one is set): the discriminator shapes the
+decoder in training and is not part of the scoring graph.
 """
 
 from __future__ import annotations
@@ -41,15 +37,8 @@ ADVERSARIAL_WEIGHT = 0.1  # decoder's GAN loss; small: the likelihood must stay 
 FEATURE_WEIGHT = 1.0  # reconstruction error in the discriminator's feature space
 GUMBEL_TAU = 0.5  # temperature of the straight-through Gumbel-softmax draws of categories
 
-EXTRA_SCORES = {
-    "disc_feature_error": "vaegan only: mean squared distance, in the discriminator's last hidden layer, "
-    "between the row and its most likely reconstruction at the posterior mean (higher = more anomalous)",
-}
-
 
 class VAEGAN(VAE):
-    extra_outputs = EXTRA_SCORES  # score name -> description; exported as extra ONNX outputs
-
     def __init__(self, arch: Architecture, free_bits: float = 0.0) -> None:
         super().__init__(arch, free_bits=free_bits)
         n_data = arch.n_numeric + sum(arch.group_sizes)
@@ -78,26 +67,10 @@ class VAEGAN(VAE):
             parts.append(F.gumbel_softmax(group, tau=GUMBEL_TAU, hard=True) * mask)
         return torch.cat(parts, dim=-1)
 
-    def _most_likely(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """The decoder's most likely row at ``z`` (means, one-hot of the top category), masked."""
-        mean, logits = self.decode(z)
-        parts = [mean * batch.observed]
-        for group, mask in zip(logits, self._masks(batch), strict=True):
-            size = group.shape[-1]
-            parts.append((group.argmax(-1, keepdim=True) == self.category_range[:size]).float() * mask)
-        return torch.cat(parts, dim=-1)
-
     def discriminate(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden features ``(N, H)`` and the logit ``(N, 1)`` of "real training row"."""
         features = self.disc_features(rows)
         return features, self.disc_head(features)
-
-    def score(self, batch: Batch, eps: torch.Tensor) -> dict[str, torch.Tensor]:
-        scores = super().score(batch, eps)
-        real, _ = self.discriminate(self._real(batch))
-        recon, _ = self.discriminate(self._most_likely(scores["latent"], batch))
-        scores["disc_feature_error"] = (real - recon).pow(2).mean(-1)
-        return scores
 
     def configure_optimizers(self, learning_rate: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         disc = [p for n, p in self.named_parameters() if n.startswith("disc_")]

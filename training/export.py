@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from service.bundle import INPUT_NAME, OUTPUT_NAMES
+from training import likelihood
 from training.models import Autoencoder, Batch
 from training.preprocess import Preprocessor
 
@@ -62,7 +63,7 @@ class ScoringGraph(nn.Module):
             code = batch.codes[:, j]
             # An unseen category is a one-hot "other" entry the decoder gives no probability: it adds 1.
             present, unseen = (code >= 0).float(), (code >= size).float()
-            one_hot = (code.unsqueeze(-1).float() == self.preprocessor.category_range[:size]).float()
+            one_hot = likelihood.one_hot(code, self.preprocessor.category_range[:size])
             error = ((one_hot - torch.softmax(group, dim=-1)).pow(2).sum(-1) + unseen) * present
             squared.append(error.unsqueeze(-1))
             counted = counted + present

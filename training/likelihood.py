@@ -26,6 +26,19 @@ def gaussian_nll(
     return nll * observed
 
 
+def known_category(code: torch.Tensor, size: int) -> torch.Tensor:
+    """1.0 where ``code`` is one of a group's ``size`` categories, 0.0 where missing (-1) or unseen (K)."""
+    return ((code >= 0) & (code < size)).float()
+
+
+def one_hot(code: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+    """``code`` ``(N,)`` against a group's ``categories`` ``(K,)`` (``0..K-1``): ``(N, K)``.
+
+    A missing (-1) or unseen (K) code is all zeros.
+    """
+    return (code.unsqueeze(-1).to(categories.dtype) == categories).float()
+
+
 def categorical_nll(codes: torch.Tensor, logits: list[torch.Tensor]) -> torch.Tensor:
     """Per-feature categorical negative log-likelihood, ``(..., N, Fc)``.
 
@@ -36,7 +49,7 @@ def categorical_nll(codes: torch.Tensor, logits: list[torch.Tensor]) -> torch.Te
     for j, group in enumerate(logits):
         size = group.shape[-1]
         code = codes[:, j]
-        valid = ((code >= 0) & (code < size)).float()
+        valid = known_category(code, size)
         index = code.clamp(0, size - 1).unsqueeze(-1).expand(*group.shape[:-1], 1)
         log_p = F.log_softmax(group, dim=-1).gather(-1, index).squeeze(-1)
         columns.append(-log_p * valid)

@@ -34,6 +34,7 @@ from torch import nn
 
 from service.bundle import Feature
 from service.features import canonical_labels
+from training import likelihood
 
 CLIP = 1e4  # standardized values are clipped to +-CLIP so that squares stay finite in float32
 
@@ -157,7 +158,7 @@ class Preprocessor(nn.Module):
         codes = self._codes(x)
         parts = [num, indicators]
         for j, size in enumerate(self.group_sizes):
-            parts.append((codes[:, j : j + 1] == self.category_range[:size]).float())
+            parts.append(likelihood.one_hot(codes[:, j], self.category_range[:size]))
         return torch.cat(parts, dim=1), num, observed, codes.long()
 
     def manifest_ordered(self, inner: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The latent densities behind the scores: stable sums and the mixture priors."""
+"""The likelihood's helpers and the latent densities behind the scores: stable sums and the mixture priors."""
 
 from __future__ import annotations
 
@@ -40,3 +40,12 @@ def test_the_mixture_density_stays_exact_for_tight_posteriors_far_from_the_origi
     exact = torch.distributions.Normal(means.double(), torch.exp(0.5 * log_vars.double()))
     expected = torch.logsumexp(exact.log_prob(z.double().unsqueeze(1)).sum(-1), dim=-1) - math.log(64)
     torch.testing.assert_close(likelihood.mixture_log_density(z, means, log_vars).double(), expected, atol=1e-3, rtol=0)
+
+
+def test_a_missing_or_unseen_code_is_no_known_category_and_an_all_zero_one_hot() -> None:
+    codes = torch.tensor([0, 2, -1, 3])  # group of 3 categories: -1 missing, 3 unseen
+    assert likelihood.known_category(codes, 3).tolist() == [1.0, 1.0, 0.0, 0.0]
+    for categories in (torch.arange(3), torch.arange(3).float()):
+        expected = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        assert likelihood.one_hot(codes, categories).tolist() == expected
+        assert likelihood.one_hot(codes.float(), categories).tolist() == expected

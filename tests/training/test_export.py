@@ -30,6 +30,7 @@ def test_parity_can_measure_a_split_in_units_of_the_row_total() -> None:
     assert parity_error(torch_side, ort_side, {"feature_scores": totals}) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_mixtures_split_allowance_bounds_what_rounding_its_member_totals_can_move(
     tmp_path: Path, quick: dict
 ) -> None:

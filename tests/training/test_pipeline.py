@@ -29,6 +29,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+@pytest.mark.slow
 def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
     bundle = load_bundle(bundles[model].bundle_dir)
     session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
@@ -45,6 +46,7 @@ def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
 
 
 @pytest.mark.parametrize("model", ["vae", "ae"])
+@pytest.mark.slow
 def test_category_probabilities_are_what_expected_names(bundles: dict, model: str) -> None:
     result = bundles[model]
     x = encode_frame(mixed_table(50, seed=7), result.manifest.features).x
@@ -59,6 +61,7 @@ def test_category_probabilities_are_what_expected_names(bundles: dict, model: st
 
 
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+@pytest.mark.slow
 def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -> None:
     result = bundles[model]
     graph = result.graph
@@ -76,6 +79,7 @@ def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -
     assert all(np.isfinite(ort_out[name]).all() for name in OUTPUT_NAMES)
 
 
+@pytest.mark.slow
 def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict) -> None:
     scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
     x = encode_frame(mixed_table(64, seed=9), scorer.manifest.features).x
@@ -86,6 +90,7 @@ def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict) ->
     np.testing.assert_allclose(whole["neg_elbo"][:8], alone, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     frame = mixed_table(200)
     a = train_bundle(frame, tmp_path / "a", seed=3, overrides=quick)
@@ -93,6 +98,7 @@ def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     assert a.manifest.calibration.scores == b.manifest.calibration.scores
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_run(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(200)
     plain = train_bundle(frame, tmp_path / "plain", seed=3, overrides=quick)
@@ -107,6 +113,7 @@ def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_ru
     assert len(set(losses)) == 3  # the other restarts really start elsewhere
 
 
+@pytest.mark.slow
 def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None:
     manifest = json.loads((bundles["vae"].bundle_dir / "manifest.json").read_text())
     assert manifest["training"]["settings"]["model"] == "vae"
@@ -124,6 +131,7 @@ def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None
     assert power["missing_in_training"] > 0
 
 
+@pytest.mark.slow
 def test_kl_is_zero_for_the_plain_autoencoder(bundles: dict) -> None:
     scorer = Scorer.open(bundles["ae"].bundle_dir, device="cpu")
     scores = scorer.score(encode_frame(mixed_table(50, seed=2), scorer.manifest.features).x)
@@ -131,6 +139,7 @@ def test_kl_is_zero_for_the_plain_autoencoder(bundles: dict) -> None:
     np.testing.assert_allclose(scores.neg_elbo, scores.feature_scores.sum(1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_missing_values_add_nothing_to_the_likelihood(bundles: dict) -> None:
     scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
     x = encode_frame(mixed_table(20, seed=4), scorer.manifest.features).x
@@ -142,6 +151,7 @@ def test_missing_values_add_nothing_to_the_likelihood(bundles: dict) -> None:
     assert np.isfinite(out["neg_elbo"]).all()
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> None:
     good = train_bundle(mixed_table(200), tmp_path / "b", overrides=quick)
     before = (good.bundle_dir / "manifest.json").read_text()
@@ -152,6 +162,7 @@ def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> Non
 
 
 @pytest.mark.parametrize("columns", [["site", "flag"], ["load", "power"]])
+@pytest.mark.slow
 def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, columns: list[str]) -> None:
     frame = mixed_table(200)[columns]
     result = train_bundle(frame, tmp_path / "b", overrides=quick)
@@ -162,6 +173,7 @@ def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, column
 
 
 @pytest.mark.parametrize("columns", [["load", "power", "site"], ["site", "flag", "load"]])
+@pytest.mark.slow
 def test_the_graph_copies_no_likelihoods_into_the_manifests_order(
     tmp_path: Path, quick: dict, columns: list[str]
 ) -> None:

@@ -32,6 +32,7 @@ def write_broken_bundle(directory: Path) -> None:
         stream.write(b"tampered")
 
 
+@pytest.mark.slow
 def test_sighup_reloads_and_sigterm_drains_calls_in_flight(repo: Path, serve_process) -> None:
     serve = serve_process(
         "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--reload-interval", "0",
@@ -90,6 +91,7 @@ def refused(stub: scoring_pb2_grpc.ScoringServiceStub) -> grpc.StatusCode | None
     return None
 
 
+@pytest.mark.slow
 def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
     server = start_server(reload_interval_s=0.1, reload_settle_s=0.5)
     failures: list[BaseException] = []
@@ -133,6 +135,7 @@ def test_reload_under_load_fails_no_request(repo: Path, start_server) -> None:
     assert server.service.models.versions(MODEL) == ["1", "2", "3"]
 
 
+@pytest.mark.slow
 def test_deadline_is_honoured_and_abandoned_rows_are_not_scored(start_server) -> None:
     server = start_server(max_batch_delay_s=1.0, max_batch_rows=100000)
     hold_rows_in_queue(server)
@@ -148,6 +151,7 @@ def test_deadline_is_honoured_and_abandoned_rows_are_not_scored(start_server) ->
     assert sample_value(server.registry, "latentwatch_batch_rows_count", {"model": MODEL}) == 0
 
 
+@pytest.mark.slow
 def test_bearer_tokens(tmp_path: Path, start_server) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# one per line\nsecret-one\n\nsecret-two\n")
@@ -171,6 +175,7 @@ def test_bearer_tokens(tmp_path: Path, start_server) -> None:
     assert sample_value(server.registry, "latentwatch_requests_total", labels) == 3
 
 
+@pytest.mark.slow
 def test_serve_refuses_bearer_tokens_over_plaintext_unless_the_network_is_trusted(
     repo: Path, tmp_path: Path, start_server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -251,6 +256,7 @@ def certificates(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_tls_and_mutual_tls(certificates: Path, start_server) -> None:
     pki = certificates
     server = start_server(tls_cert=pki / "server.pem", tls_key=pki / "server.key", tls_client_ca=pki / "ca.pem")
@@ -291,6 +297,7 @@ def test_missing_repository_fails_at_start(tmp_path: Path, start_server) -> None
         start_server(models=tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_empty_repository_starts_not_ready_then_serves(tmp_path: Path, start_server) -> None:
     root = tmp_path / "empty"
     root.mkdir()

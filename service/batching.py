@@ -30,12 +30,16 @@ coalescing invisible to callers: a row scores the same alone or batched.
 A batch of at most ``inline_max_rows`` rows runs on the event loop's own thread: for small
 tabular models, handing it to a thread costs more than the onnxruntime call itself. Larger
 batches run in the executor, so the loop keeps serving while they compute.
+
+Every wait is measured on, and waited out with, a :class:`LoopClock` (the event loop's own
+time); tests pass a clock of their own to drive the waits without real time passing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -57,13 +61,27 @@ SPLIT_MIN_ROWS = 256
 Outputs = dict[str, np.ndarray]
 
 
+class LoopClock:
+    """The running event loop's time, and waits measured on it (what a batcher uses by default)."""
+
+    def time(self) -> float:
+        """Now, in seconds (``loop.time()``)."""
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set or ``timeout`` seconds have passed; whether it was set."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return event.is_set()
+
+
 @dataclass
 class _Part:
     """Rows of one request (or one slice of a large one) and where their outputs go."""
 
     x: np.ndarray  # (rows, n_features) float32
     future: asyncio.Future[Outputs]
-    enqueued: float  # loop.time() when queued, seconds
+    enqueued: float  # clock time when queued, seconds
     alone: bool = False  # a share of a large request spread over idle threads: never merged
 
     @property
@@ -88,6 +106,7 @@ class MicroBatcher:
             (0: every batch goes to the executor).
         name: the model's name, for messages and logs.
         on_batch: called after each ``run`` with ``(rows, seconds)``.
+        clock: what waits are measured on and waited out with (default: the event loop's time).
     """
 
     def __init__(
@@ -103,6 +122,7 @@ class MicroBatcher:
         inline_max_rows: int = 0,
         name: str = "",
         on_batch: Callable[[int, float], None] | None = None,
+        clock: LoopClock | None = None,
     ) -> None:
         self._run_fn = run
         self._executor = executor
@@ -114,6 +134,7 @@ class MicroBatcher:
         self._inline_max_rows = inline_max_rows
         self.name = name
         self._on_batch = on_batch
+        self._clock = clock or LoopClock()
         self._queue: collections.deque[_Part] = collections.deque()
         self._queued_rows = 0
         # Created inside the running loop, on first use.
@@ -121,7 +142,7 @@ class MicroBatcher:
         self._full: asyncio.Event | None = None
         self._collector: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._last_shared = -math.inf  # loop.time() of the last batch holding several parts
+        self._last_shared = -math.inf  # clock time of the last batch holding several parts
 
     @property
     def queued_rows(self) -> int:
@@ -152,7 +173,7 @@ class MicroBatcher:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_concurrent)
             self._full = asyncio.Event()
-        now = loop.time()
+        now = self._clock.time()
         size = self._part_rows(n)
         parts = [
             _Part(x[start : start + size], loop.create_future(), now, alone=size < self._max_rows)
@@ -198,13 +219,11 @@ class MicroBatcher:
         while self._queue:
             deadline = self._queue[0].enqueued + self._delay
             while self._queued_rows < self._max_rows and not self._queue[0].alone and self._company_likely():
-                remaining = deadline - loop.time()
+                remaining = deadline - self._clock.time()
                 if remaining <= 0:
                     break
                 self._full.clear()
-                try:
-                    await asyncio.wait_for(self._full.wait(), remaining)
-                except TimeoutError:
+                if not await self._clock.wait(self._full, remaining):
                     break
             await self._slots.acquire()
             # Parts that arrived while we waited for a slot join this batch.
@@ -213,7 +232,7 @@ class MicroBatcher:
                 self._slots.release()
                 continue
             if len(batch) > 1:
-                self._last_shared = loop.time()
+                self._last_shared = self._clock.time()
             if sum(p.rows for p in batch) <= self._inline_max_rows:
                 await self._run_batch(batch)  # runs to the end without yielding
                 continue
@@ -230,7 +249,7 @@ class MicroBatcher:
         """
         if len(self._queue) > 1 or self._running:
             return True
-        return asyncio.get_running_loop().time() - self._last_shared < COMPANY_MEMORY_S
+        return self._clock.time() - self._last_shared < COMPANY_MEMORY_S
 
     def _take(self) -> list[_Part]:
         """Pop parts (skipping abandoned ones) up to ``max_batch_rows`` rows, at least one."""

@@ -31,6 +31,7 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
     numeric = make_sample(600, seed=2).select_dtypes("number").drop(columns=["label"])  # 3 folds: 500 rows or more
     numeric.to_csv(tmp_path / "numbers.csv", index=False)
@@ -56,6 +57,7 @@ def test_train_with_no_options_on_a_numeric_csv(tmp_path: Path) -> None:
     assert len(history) != history[-1]["epoch"]
 
 
+@pytest.mark.slow
 def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate(
     tmp_path: Path, sample_csv: Path
 ) -> None:
@@ -91,6 +93,7 @@ def test_train_parquet_with_categories_and_missing_values_then_info_and_evaluate
         (["evaluate", "--model", "{tmp}/none", "--data", "{csv}", "--label-column", "label"], "no such bundle"),
     ],
 )
+@pytest.mark.slow
 def test_user_mistakes_get_one_line_and_no_traceback(
     tmp_path: Path, sample_csv: Path, args: list, message: str
 ) -> None:
@@ -100,17 +103,25 @@ def test_user_mistakes_get_one_line_and_no_traceback(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_serving_side_never_imports_torch() -> None:
+    """Every module of the ``service`` package imports without torch, training or sklearn."""
     code = (
-        "import sys, service.cli, service.bundle, service.scorer, service.features, service.calibration, service.info\n"
+        "import importlib, pkgutil, sys, service, service.cli\n"
+        "names = [m.name for m in pkgutil.walk_packages(service.__path__, 'service.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
         "service.cli.build_parser()\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'sklearn')]\n"
-        "assert not bad, bad"
+        "bad = {m.split('.')[0] for m in sys.modules} & {'torch', 'training', 'sklearn'}\n"
+        "assert not bad, sorted(bad)\n"
+        "print(len(names))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 40  # the walk found the whole package, subpackages included
 
 
+@pytest.mark.slow
 def test_train_without_torch_names_the_extra_to_install(tmp_path: Path, sample_csv: Path) -> None:
     blocker = (
         "import sys, importlib.abc\n"
@@ -128,6 +139,7 @@ def test_train_without_torch_names_the_extra_to_install(tmp_path: Path, sample_c
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_stopped_fit_leaves_no_temporary_folder_and_the_earlier_bundle_untouched(
     sample_csv: Path, tmp_path: Path
 ) -> None:
@@ -148,6 +160,7 @@ def test_a_stopped_fit_leaves_no_temporary_folder_and_the_earlier_bundle_untouch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
+@pytest.mark.slow
 def test_a_step_cap_within_the_warm_up_is_refused_before_training(sample_csv: Path, tmp_path: Path) -> None:
     result = latentwatch("train", "--data", str(sample_csv), "--out", str(tmp_path / "b"), "--max-steps", "100")
     assert result.returncode == 2
@@ -165,6 +178,7 @@ def test_a_step_cap_within_the_warm_up_is_refused_before_training(sample_csv: Pa
         (["score", "--model", "b", "--input", "i.csv", "--output", "o.parquet", "--explian=1"], "--explian"),
     ],
 )
+@pytest.mark.slow
 def test_a_misspelled_option_is_named_with_a_suggestion(args: list[str], says: str) -> None:
     result = latentwatch(*args)
     assert result.returncode == 2

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "service", "demo", "--out", str(tmp_path), "--quiet"],

@@ -13,6 +13,7 @@ def fit_speed(import_benchmark):
     return import_benchmark("fit_speed")
 
 
+@pytest.mark.slow
 def test_the_trainer_uses_the_fused_kernel_and_the_switch_restores_it(fit_speed) -> None:
     params = list(nn.Linear(3, 2).parameters())
     assert base.adamw(params, lr=1e-3).defaults["fused"] is True

@@ -49,6 +49,7 @@ def test_not_serving_exits_1(health_server) -> None:
     assert "NOT_SERVING" in result.stderr
 
 
+@pytest.mark.slow
 def test_asks_about_one_model(health_server) -> None:
     target, servicer = health_server
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -58,6 +58,7 @@ def test_overlays_exist() -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.slow
 def test_overlay_validates_against_the_kubernetes_schemas(overlay: Path, version: str) -> None:
     docs = build(overlay)
     assert {d["kind"] for d in docs} >= {

@@ -68,6 +68,7 @@ def test_the_registries_hold_the_contract_metrics() -> None:
 
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=lambda q: q.where)
+@pytest.mark.slow
 def test_every_named_metric_is_exported(query: Query) -> None:
     names = metric_names(query.expr)
     if not names:  # a constant line, such as alpha on the anomaly-rate panel

@@ -31,12 +31,14 @@ def test_check_rules() -> None:
 
 
 @pytest.mark.parametrize("unit_test", UNIT_TESTS, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_promtool_unit_tests(unit_test) -> None:
     result = _promtool("test", "rules", str(unit_test))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_can_fail(tmp_path) -> None:
     """The unit tests are not vacuous: a rule file with a changed threshold makes them fail."""
     alerts = PROMETHEUS / "rules" / "latentwatch-alerts.yml"

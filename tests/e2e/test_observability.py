@@ -44,6 +44,8 @@ from tests.deploy.support import (
     tool,
 )
 
+pytestmark = pytest.mark.slow  # starts the whole stack: serve, Prometheus, Grafana, a Pushgateway
+
 # `latentwatch serve`, run by this Python.
 SERVE_COMMAND = (sys.executable, "-m", "service", "serve")
 MODEL = "telemetry"

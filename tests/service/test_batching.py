@@ -1,11 +1,15 @@
 """MicroBatcher driven directly: coalescing, splitting, bounds, failures, cancellation, and
-(with a real onnxruntime scorer) the same scores alone as coalesced under concurrency."""
+(with a real onnxruntime scorer) the same scores alone as coalesced under concurrency.
+
+Waits for company run on a :class:`FakeClock` that moves only when a test advances it, and
+``run`` functions that must be caught mid-call block on a :class:`Gate`, so that no test
+depends on how fast this machine is."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,20 +21,78 @@ from service.scorer import Scorer
 from tests.service.conftest import normal_rows
 
 
+class FakeClock:
+    """A batcher clock frozen at 0 s, moved on only by :meth:`advance`; records every wait."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []  # the timeout of every wait, seconds
+        self._timers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        self.waits.append(timeout)
+        timer = (self.now + timeout, asyncio.get_running_loop().create_future())
+        self._timers.append(timer)
+        setter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait([setter, timer[1]], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            setter.cancel()
+            self._timers.remove(timer)
+        return event.is_set()
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, ending the waits whose timeout has passed."""
+        self.now += seconds
+        for when, future in self._timers:
+            if when <= self.now and not future.done():
+                future.set_result(None)
+
+    async def until_waiting(self) -> None:
+        """Yield to the event loop until the batcher waits on this clock."""
+        for _ in range(1000):
+            if self._timers:
+                return
+            await asyncio.sleep(0)
+        msg = "the batcher never waited"
+        raise AssertionError(msg)
+
+
+class Gate:
+    """A ``run`` wrapper that blocks each call until :meth:`release`; counts calls entered."""
+
+    def __init__(self, run: Callable[[np.ndarray], dict[str, np.ndarray]]) -> None:
+        self.run = run
+        self.opened = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.entered.release()
+        assert self.opened.wait(30), "the gate was never opened"
+        return self.run(x)
+
+    async def until_entered(self) -> None:
+        """Wait until one more call is inside ``run``."""
+        assert await asyncio.to_thread(self.entered.acquire, timeout=30), "no call reached run"
+
+    def release(self) -> None:
+        self.opened.set()
+
+
 class Recorder:
     """A row-wise ``run``: returns each row's sum and the rows; records batch sizes."""
 
-    def __init__(self, fail_on: float | None = None, pause_s: float = 0.0) -> None:
+    def __init__(self, fail_on: float | None = None) -> None:
         self.batches: list[int] = []
         self.fail_on = fail_on
-        self.pause_s = pause_s
         self.lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with self.lock:
             self.batches.append(x.shape[0])
-        if self.pause_s:
-            time.sleep(self.pause_s)
         if self.fail_on is not None and (x == self.fail_on).any():
             msg = "poisoned batch"
             raise RuntimeError(msg)
@@ -51,10 +113,14 @@ def rows(n: int, start: float) -> np.ndarray:
 
 def test_concurrent_callers_are_coalesced_and_each_gets_its_rows(executor) -> None:
     run = Recorder()
-    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1000, max_batch_delay_s=0.05)
+    clock = FakeClock()
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1000, max_batch_delay_s=0.05, clock=clock)
 
     async def main() -> list[dict[str, np.ndarray]]:
-        return await asyncio.gather(*(batcher.submit(rows(i + 1, 100 * i)) for i in range(10)))
+        callers = asyncio.gather(*(batcher.submit(rows(i + 1, 100 * i)) for i in range(10)))
+        await clock.until_waiting()  # for company, up to the batching delay
+        clock.advance(0.05)
+        return await callers
 
     results = asyncio.run(main())
     assert run.batches == [sum(range(1, 11))]  # one onnxruntime call for all ten callers
@@ -63,49 +129,48 @@ def test_concurrent_callers_are_coalesced_and_each_gets_its_rows(executor) -> No
         np.testing.assert_array_equal(result["sum"], np.zeros(i + 1, dtype=np.float32))
 
 
-class Overlap(Recorder):
-    """A ``run`` that records how many calls were running at once."""
+class Together(Recorder):
+    """A ``run`` whose calls only return once ``parties`` of them are running at the same time."""
 
-    def __init__(self, pause_s: float) -> None:
-        super().__init__(pause_s=pause_s)
-        self.running = 0
-        self.most_at_once = 0
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=30)
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        with self.lock:
-            self.running += 1
-            self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            return super().__call__(x)
-        finally:
-            with self.lock:
-                self.running -= 1
+        self.barrier.wait()  # BrokenBarrierError unless the other calls run meanwhile
+        return super().__call__(x)
 
 
 def test_a_lone_large_request_is_shared_out_over_the_idle_inference_threads(executor) -> None:
-    run = Overlap(pause_s=0.05)
-    batcher = MicroBatcher(run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.5, max_concurrent_batches=2)
-    started = time.perf_counter()
+    run = Together(parties=2)
+    clock = FakeClock()
+    batcher = MicroBatcher(
+        run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.5, max_concurrent_batches=2, clock=clock
+    )
     result = asyncio.run(batcher.submit(rows(1000, 0)))
-    assert sorted(run.batches) == [500, 500]
-    assert run.most_at_once == 2  # both halves ran at the same time
-    assert time.perf_counter() - started < 0.5  # and neither waited out the batching delay
+    assert sorted(run.batches) == [500, 500]  # both halves ran at the same time (the barrier)
+    assert clock.waits == []  # and neither waited for company
     np.testing.assert_array_equal(result["rows"], rows(1000, 0))
 
 
 def test_under_load_a_large_request_is_not_shared_out(executor) -> None:
-    run = Overlap(pause_s=0.05)
+    run = Recorder()
+    gate = Gate(run)
     batcher = MicroBatcher(
-        run, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.001, max_concurrent_batches=2
+        gate, executor=executor, max_batch_rows=1024, max_batch_delay_s=0.001, max_concurrent_batches=2
     )
 
     async def main() -> list[dict[str, np.ndarray]]:
         busy = asyncio.ensure_future(batcher.submit(rows(1024, 0)))
-        await asyncio.sleep(0.01)  # that request's two halves now hold both inference threads
-        return await asyncio.gather(busy, batcher.submit(rows(1024, 10_000)))
+        await gate.until_entered()
+        await gate.until_entered()  # that request's two halves now hold both inference threads
+        second = asyncio.ensure_future(batcher.submit(rows(1024, 10_000)))
+        await asyncio.sleep(0)
+        gate.release()
+        return await asyncio.gather(busy, second)
 
     first, second = asyncio.run(main())
-    assert run.batches == [512, 512, 1024]  # the second request waited for a thread, whole
+    assert sorted(run.batches) == [512, 512, 1024]  # the second request waited for a thread, whole
     np.testing.assert_array_equal(second["rows"], rows(1024, 10_000))
     np.testing.assert_array_equal(first["rows"], rows(1024, 0))
 
@@ -119,7 +184,7 @@ def test_a_request_too_small_to_share_runs_whole(executor) -> None:
 
 def test_batches_never_exceed_max_rows_and_large_requests_are_split(executor) -> None:
     run = Recorder()
-    batcher = MicroBatcher(run, executor=executor, max_batch_rows=250, max_batch_delay_s=0.02)
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=250, max_batch_delay_s=0.0)
 
     async def main() -> list[dict[str, np.ndarray]]:
         small = [batcher.submit(rows(100, 1000 * i)) for i in range(5)]
@@ -135,43 +200,50 @@ def test_batches_never_exceed_max_rows_and_large_requests_are_split(executor) ->
 
 def test_a_caller_alone_does_not_wait_for_company(executor) -> None:
     run = Recorder()
-    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.5)
+    clock = FakeClock()
+    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.5, clock=clock)
 
-    async def main() -> list[float]:
-        times = []
+    async def main() -> None:
         for i in range(3):  # one after the other: never any company
-            start = time.perf_counter()
             await batcher.submit(rows(1, i))
-            times.append(time.perf_counter() - start)
-        return times
 
-    assert max(asyncio.run(main())) < 0.1
+    asyncio.run(main())
+    assert clock.waits == []
     assert run.batches == [1, 1, 1]
 
 
 def test_once_callers_share_batches_the_delay_applies(executor) -> None:
     run = Recorder()
-    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.05)
+    clock = FakeClock()
+    batcher = MicroBatcher(run, executor=executor, max_batch_delay_s=0.5, clock=clock)
 
-    async def main() -> float:
-        await asyncio.gather(batcher.submit(rows(1, 0)), batcher.submit(rows(1, 1)))  # shared
-        start = time.perf_counter()
-        later = [asyncio.ensure_future(batcher.submit(rows(1, 2)))]
-        await asyncio.sleep(0.01)
-        later.append(asyncio.ensure_future(batcher.submit(rows(1, 3))))  # joins within the delay
-        await asyncio.gather(*later)
-        return time.perf_counter() - start
+    async def main() -> None:
+        shared = asyncio.gather(batcher.submit(rows(1, 0)), batcher.submit(rows(1, 1)))
+        await clock.until_waiting()
+        clock.advance(0.5)
+        await shared
+        start = clock.time()
+        third = asyncio.ensure_future(batcher.submit(rows(1, 2)))
+        await clock.until_waiting()  # alone, but a batch was shared a moment ago
+        clock.advance(0.25)
+        fourth = asyncio.ensure_future(batcher.submit(rows(1, 3)))  # joins within the delay
+        await asyncio.sleep(0)
+        assert not third.done()
+        clock.advance(0.25)
+        await asyncio.gather(third, fourth)
+        assert clock.time() - start == 0.5  # served when the delay ran out
 
-    elapsed = asyncio.run(main())
+    asyncio.run(main())
     assert run.batches == [2, 2]
-    assert 0.04 <= elapsed < 0.05 + 0.1
+    assert clock.waits == [0.5, 0.5]
 
 
 def test_full_queue_is_refused_at_once(executor) -> None:
-    # One slot, busy for 0.2 s with a first request: later rows wait in the queue. A request
-    # is admitted while fewer than max_queue_rows rows wait, whatever its size.
+    # One slot, held by a first request until the gate opens: later rows wait in the queue. A
+    # request is admitted while fewer than max_queue_rows rows wait, whatever its size.
+    gate = Gate(Recorder())
     batcher = MicroBatcher(
-        Recorder(pause_s=0.2),
+        gate,
         executor=executor,
         max_batch_rows=1000,
         max_queue_rows=100,
@@ -180,7 +252,7 @@ def test_full_queue_is_refused_at_once(executor) -> None:
 
     async def main() -> None:
         busy = asyncio.ensure_future(batcher.submit(rows(1, 0)))
-        await asyncio.sleep(0.05)
+        await gate.until_entered()
         assert batcher.queued_rows == 0  # running, not queued
         first = asyncio.ensure_future(batcher.submit(rows(80, 0)))
         await asyncio.sleep(0)
@@ -190,6 +262,7 @@ def test_full_queue_is_refused_at_once(executor) -> None:
         assert batcher.queued_rows == 110
         with pytest.raises(ResourceExhausted, match=r"queue is full \(110 rows waiting, limit 100"):
             await batcher.submit(rows(1, 0))
+        gate.release()
         await asyncio.gather(busy, first, last)
 
     asyncio.run(main())
@@ -198,7 +271,7 @@ def test_full_queue_is_refused_at_once(executor) -> None:
 
 def test_a_failed_batch_fails_its_callers_only(executor) -> None:
     run = Recorder(fail_on=-7.0)
-    batcher = MicroBatcher(run, executor=executor, max_batch_rows=4, max_batch_delay_s=0.02)
+    batcher = MicroBatcher(run, executor=executor, max_batch_rows=4, max_batch_delay_s=0.0)
     poisoned = np.full((4, 2), -7.0, dtype=np.float32)
 
     async def main() -> list:
@@ -227,9 +300,10 @@ def test_abandoned_rows_are_skipped(executor) -> None:
 
 def test_busy_slots_let_the_next_batch_grow(executor) -> None:
     """While the only slot is busy, later callers pile up into one batch (no extra delay)."""
-    run = Recorder(pause_s=0.1)
+    run = Recorder()
+    gate = Gate(run)
     batcher = MicroBatcher(
-        run,
+        gate,
         executor=executor,
         max_batch_rows=1000,
         max_batch_delay_s=0.0,
@@ -238,8 +312,11 @@ def test_busy_slots_let_the_next_batch_grow(executor) -> None:
 
     async def main() -> None:
         first = asyncio.ensure_future(batcher.submit(rows(1, 0)))
-        await asyncio.sleep(0.02)  # the first batch is running now
-        await asyncio.gather(first, *(batcher.submit(rows(1, i)) for i in range(1, 9)))
+        await gate.until_entered()  # the first batch is running now
+        later = [asyncio.ensure_future(batcher.submit(rows(1, i))) for i in range(1, 9)]
+        await asyncio.sleep(0)
+        gate.release()
+        await asyncio.gather(first, *later)
 
     asyncio.run(main())
     assert run.batches == [1, 8]

@@ -119,6 +119,7 @@ def test_drift_stays_low_on_normal_rows_and_rises_on_shifted_rows(tmp_path: Path
     assert value == pytest.approx(shifted)
 
 
+@pytest.mark.slow
 def test_metrics_http_endpoint() -> None:
     metrics = exercised()
     server = metrics.serve_http("127.0.0.1", 0)

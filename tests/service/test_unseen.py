@@ -65,6 +65,7 @@ def unseen_total(metrics: Metrics, column: str) -> float | None:
     return metrics.registry.get_sample_value("latentwatch_unseen_categories_total", {"model": MODEL, "column": column})
 
 
+@pytest.mark.slow
 def test_unseen_labels_and_codes_are_counted_per_column(models: Path, caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics(CollectorRegistry(), process_metrics=False)
     rows = mixed_table(30, seed=3)
@@ -100,6 +101,7 @@ def test_unseen_labels_and_codes_are_counted_per_column(models: Path, caplog: py
     assert "renamed or recoded" in said[0]
 
 
+@pytest.mark.slow
 def test_a_column_sent_mostly_unseen_is_logged_once_per_column(models: Path, caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics(CollectorRegistry(), process_metrics=False)
     rows = mixed_table(20, seed=4).assign(site=lambda f: f["site"].str.upper())

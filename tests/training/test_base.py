@@ -63,6 +63,7 @@ def test_only_the_decoder_is_normalized() -> None:
 
 
 @pytest.mark.parametrize("model", ["vae", "hvae"])
+@pytest.mark.slow
 def test_a_bounded_decoder_exports_and_scores_as_torch_does(tmp_path: Path, quick: dict, model: str) -> None:
     result = train_bundle(mixed_table(300), tmp_path / "b", model=model, overrides={**quick, "decoder": "bounded"})
     manifest = json.loads((result.bundle_dir / "manifest.json").read_text())

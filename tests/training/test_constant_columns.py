@@ -41,6 +41,7 @@ def scorer(trained: TrainResult) -> Scorer:
     return Scorer.open(trained.bundle_dir, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_constant_column_is_a_feature_that_remembers_its_value(trained: TrainResult) -> None:
     manifest = trained.manifest
     firmware = manifest.features[manifest.feature_names.index("firmware")]
@@ -52,6 +53,7 @@ def test_the_constant_column_is_a_feature_that_remembers_its_value(trained: Trai
     assert "firmware" not in [d["column"] for d in manifest.dropped_columns]
 
 
+@pytest.mark.slow
 def test_another_value_costs_exactly_its_nats_and_is_named(trained: TrainResult, scorer: Scorer) -> None:
     rows = with_firmware(mixed_table(30, seed=5))
     nats = trained.manifest.features[trained.manifest.feature_names.index("firmware")].off_value_nats
@@ -66,6 +68,7 @@ def test_another_value_costs_exactly_its_nats_and_is_named(trained: TrainResult,
     assert (moved["p_value"] <= before["p_value"]).all()
 
 
+@pytest.mark.slow
 def test_a_missing_value_costs_nothing(scorer: Scorer) -> None:
     rows = with_firmware(mixed_table(30, seed=5))
     before = scorer.score_frame(rows, explain=True)
@@ -74,6 +77,7 @@ def test_a_missing_value_costs_nothing(scorer: Scorer) -> None:
     assert (missing["feature_score_firmware"] == 0).all()
 
 
+@pytest.mark.slow
 def test_the_networks_train_as_if_the_column_were_absent(trained: TrainResult, tmp_path: Path) -> None:
     without = train_bundle(mixed_table(400), tmp_path / "without", overrides=QUICK)
     rows = mixed_table(50, seed=7)
@@ -83,6 +87,7 @@ def test_the_networks_train_as_if_the_column_were_absent(trained: TrainResult, t
     assert trained.manifest.latent_dim == without.manifest.latent_dim
 
 
+@pytest.mark.slow
 def test_x_in_the_tables_column_order_gets_the_tables_scores(tmp_path: Path) -> None:
     """A client that packs ``x`` in its table's column order, as an ONNX or Triton user does, gets
     the scores of its rows: constant columns first and in the middle, a category among numbers."""
@@ -121,6 +126,7 @@ def test_x_in_the_tables_column_order_gets_the_tables_scores(tmp_path: Path) -> 
     assert (generated["rack"] == 7).all()
 
 
+@pytest.mark.slow
 def test_generated_rows_hold_the_value(trained: TrainResult) -> None:
     rows = Generator.open(trained.bundle_dir).sample(40, seed=1)
     assert (rows["firmware"] == FIRMWARE).all()

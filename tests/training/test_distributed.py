@@ -45,6 +45,7 @@ def _train(tmp_path: Path, out: str, launcher: list[str]) -> subprocess.Complete
     return subprocess.run([*command, *QUICK, str(config)], capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_match_one_process(tmp_path: Path) -> None:
     mixed_table(6_000, seed=3).to_parquet(tmp_path / "table.parquet")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m"]

@@ -59,6 +59,7 @@ def test_the_embedding_and_the_decoder_are_the_first_members() -> None:
         Ensemble(members[:1])
 
 
+@pytest.mark.slow
 def test_two_members_train_apart_and_member_zero_is_the_single_model(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(800)  # more fit rows than a member's share of the prior's bank
     default = train_bundle(frame, tmp_path / "two", seed=4, overrides={**quick, "members": 2})
@@ -91,6 +92,7 @@ def _holdout_rows(result) -> np.ndarray:
     return split_rows(rows["train"] + rows["holdout"], settings["validation_fraction"], settings["seed"])[1]
 
 
+@pytest.mark.slow
 def test_every_model_type_can_be_mixed(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(200)
     aae = train_bundle(frame, tmp_path / "aae", model="aae", seed=0, overrides={**quick, "members": 2})
@@ -100,6 +102,7 @@ def test_every_model_type_can_be_mixed(tmp_path: Path, quick: dict) -> None:
     np.testing.assert_allclose(out["feature_scores"].sum(-1) + out["kl"], out["neg_elbo"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path: Path, quick: dict) -> None:
     from training.data import fold_rows
     from training.export import ScoringGraph
@@ -131,6 +134,7 @@ def test_three_folds_calibrate_each_row_by_the_member_that_never_saw_it(tmp_path
         assert set(banked.tolist()) <= set(range(len(frame))) - set(fold.tolist())
 
 
+@pytest.mark.slow
 def test_repeated_folds_calibrate_each_row_by_the_mixture_of_the_members_that_never_saw_it(
     tmp_path: Path, quick: dict
 ) -> None:
@@ -157,6 +161,7 @@ def test_repeated_folds_calibrate_each_row_by_the_mixture_of_the_members_that_ne
     np.testing.assert_allclose(result.manifest.calibration.scores, np.sort(expected), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_small_table_is_cross_fitted_with_five_folds_by_default(tmp_path: Path, quick: dict) -> None:
     defaults = {key: value for key, value in quick.items() if key != "folds"}
     result = train_bundle(mixed_table(60), tmp_path / "small", seed=1, overrides=defaults)

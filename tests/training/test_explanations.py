@@ -37,6 +37,7 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> Scorer:
     return Scorer.open(result.bundle_dir, device="cpu")
 
 
+@pytest.mark.slow
 def test_the_planted_column_explains_the_anomaly_and_expected_is_normal(scorer: Scorer) -> None:
     training = correlated_table(600, seed=0)
     normal = correlated_table(200, seed=1)

@@ -33,6 +33,7 @@ def _copy(trained: TrainResult, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained.bundle_dir, tmp_path / "copy"))
 
 
+@pytest.mark.slow
 def test_the_bundle_records_and_verifies_its_decoder(trained: TrainResult) -> None:
     bundle = load_bundle(trained.bundle_dir)
     assert bundle.decoder_path == trained.bundle_dir / DECODER_FILE
@@ -46,6 +47,7 @@ def test_the_bundle_records_and_verifies_its_decoder(trained: TrainResult) -> No
     assert trained.manifest.training["decoder_parity_max_relative_error"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_decoder_matches_torch_on_prior_and_wide_draws(trained: TrainResult) -> None:
     graph = DecoderGraph(trained.graph.preprocessor, trained.graph.model)
     rng = np.random.default_rng(1)
@@ -65,6 +67,7 @@ def test_decoder_matches_torch_on_prior_and_wide_draws(trained: TrainResult) -> 
         assert np.isfinite(ort_out[name]).all()
 
 
+@pytest.mark.slow
 def test_decoder_outputs_are_in_raw_units_and_agree_with_model_onnx(trained: TrainResult) -> None:
     """At a row's latent mean the decoder's means / top categories are model.onnx's ``expected``."""
     scorer = Scorer.open(trained.bundle_dir, device="cpu")
@@ -84,6 +87,7 @@ def test_decoder_outputs_are_in_raw_units_and_agree_with_model_onnx(trained: Tra
     assert np.all(decoded.numeric_std < 3 * scales)  # a fitted decoder is no wider than the data
 
 
+@pytest.mark.slow
 def test_a_changed_or_missing_decoder_is_refused(trained: TrainResult, tmp_path: Path) -> None:
     path = _copy(trained, tmp_path)
     data = bytearray((path / DECODER_FILE).read_bytes())
@@ -96,6 +100,7 @@ def test_a_changed_or_missing_decoder_is_refused(trained: TrainResult, tmp_path:
         load_bundle(path)
 
 
+@pytest.mark.slow
 def test_a_manifest_from_before_generation_still_loads(trained: TrainResult, tmp_path: Path) -> None:
     path = _copy(trained, tmp_path)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -110,6 +115,7 @@ def test_a_manifest_from_before_generation_still_loads(trained: TrainResult, tmp
         sample_rows(path, 5)
 
 
+@pytest.mark.slow
 def test_samples_have_the_training_columns_and_types(trained: TrainResult) -> None:
     rows = sample_rows(trained.bundle_dir, 300, seed=3)
     assert list(rows.columns) == ["load", "power", "count", "site", "flag"]
@@ -127,6 +133,7 @@ def test_samples_have_the_training_columns_and_types(trained: TrainResult) -> No
         sample_rows(trained.bundle_dir, 0)
 
 
+@pytest.mark.slow
 def test_the_manifest_compares_synthetic_and_training_columns(trained: TrainResult) -> None:
     summary = trained.manifest.training["synthetic_vs_training"]
     columns = summary["columns"]
@@ -140,6 +147,7 @@ def test_the_manifest_compares_synthetic_and_training_columns(trained: TrainResu
     assert summary["max_distance"] < 0.5  # even a 300-step model is far from disjoint
 
 
+@pytest.mark.slow
 def test_interpolation_walks_from_one_row_to_the_other(trained: TrainResult) -> None:
     frame = mixed_table(30, seed=11)
     path = interpolate(trained.bundle_dir, frame, 2, 7, 6)
@@ -167,6 +175,7 @@ def test_interpolation_walks_from_one_row_to_the_other(trained: TrainResult) -> 
         ((0, 3), 1, r"--steps must be a whole number from 2"),
     ],
 )
+@pytest.mark.slow
 def test_bad_rows_and_steps_are_named(trained: TrainResult, rows: tuple, steps: int, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         interpolate(trained.bundle_dir, mixed_table(30), rows[0], rows[1], steps)
@@ -178,6 +187,7 @@ def _latentwatch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_sample_and_interpolate_commands(trained: TrainResult, tmp_path: Path) -> None:
     bundle = str(trained.bundle_dir)
     done = _latentwatch("sample", "--model", bundle, "--rows", "40", "--output", str(tmp_path / "s.parquet"))

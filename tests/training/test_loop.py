@@ -47,6 +47,7 @@ def test_the_moving_average_is_torchs_ema_bit_for_bit() -> None:
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+@pytest.mark.slow
 def test_the_exported_model_is_the_validated_one(tmp_path: Path, quick: dict, ema_decay: float) -> None:
     # Validation scores the ELBO under the training prior N(0, I); the defensive scoring prior
     # is set after training, so the comparison holds with the standard one.
@@ -56,6 +57,7 @@ def test_the_exported_model_is_the_validated_one(tmp_path: Path, quick: dict, em
     assert np.mean(holdout_scores) == pytest.approx(result.fit.best_val, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_averaging_changes_the_model(tmp_path: Path, quick: dict) -> None:
     raw = train_bundle(mixed_table(200), tmp_path / "raw", seed=3, overrides={**quick, "ema_decay": 0.0})
     averaged = train_bundle(mixed_table(200), tmp_path / "ema", seed=3, overrides={**quick, "ema_decay": 0.9})
@@ -83,6 +85,7 @@ def test_the_clipper_cuts_a_spike_to_a_multiple_of_the_typical_gradient() -> Non
     assert _step_with_gradient(optimizer, model.weight, 5.0) == pytest.approx(5.0)  # within 3x: kept
 
 
+@pytest.mark.slow
 def test_training_counts_the_steps_it_clipped(tmp_path: Path, quick: dict) -> None:
     def clipped(grad_clip: float) -> list[int]:
         result = train_bundle(mixed_table(200), tmp_path / str(grad_clip), overrides={**quick, "grad_clip": grad_clip})

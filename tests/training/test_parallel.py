@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.training.tables import mixed_table
@@ -11,6 +12,7 @@ from training.config import cpu_plan, make_settings
 from training.pipeline import train_bundle
 
 
+@pytest.mark.slow
 def test_three_folds_on_two_processes_equal_three_folds_on_one(tmp_path: Path) -> None:
     frame = mixed_table(600, seed=5)
     quick = {"max_steps": 400, "warmup_steps": 100, "report": False}

@@ -14,14 +14,7 @@ from service.bundle import OUTPUT_NAMES, load_bundle
 from service.features import encode_frame
 from service.scorer import Scorer
 from tests.training.tables import QUICK, mixed_table
-from training.export import (
-    MEMBER_TOTAL_ROUNDING,
-    category_probabilities,
-    forgive_category_ties,
-    mixture_split_allowance,
-    parity_error,
-    torch_outputs,
-)
+from training.export import category_probabilities, parity_error, torch_outputs
 from training.pipeline import train_bundle
 
 
@@ -36,6 +29,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+@pytest.mark.slow
 def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
     bundle = load_bundle(bundles[model].bundle_dir)
     session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
@@ -51,62 +45,8 @@ def test_bundle_loads_with_every_output(bundles: dict, model: str) -> None:
     }
 
 
-def test_parity_can_measure_a_split_in_units_of_the_row_total() -> None:
-    # One row far out, 12,926 nats in all: a 0.001 shift of one small share is a rounding of the total.
-    torch_side = {"feature_scores": np.array([[0.727, 12925.15], [0.5, 0.5]])}
-    ort_side = {"feature_scores": np.array([[0.728, 12925.149], [0.5, 0.5]])}
-    assert parity_error(torch_side, ort_side) == pytest.approx(1e-3, rel=1e-3)
-    totals = np.array([[12925.88], [1.0]])
-    assert parity_error(torch_side, ort_side, {"feature_scores": totals}) < 1e-6
-
-
-def test_a_mixtures_split_allowance_bounds_what_rounding_its_member_totals_can_move(
-    tmp_path: Path, quick: dict
-) -> None:
-    result = train_bundle(mixed_table(300), tmp_path / "b", overrides={**quick, "folds": 3})
-    graph, features = result.graph, result.manifest.features
-    x = encode_frame(mixed_table(40, seed=2), features).x
-    x[20:, :3] *= 300.0  # half the rows far out: tens of thousands of nats, members disagreeing
-    allowance = mixture_split_allowance(graph, x)
-    total = np.abs(torch_outputs(graph, x)["neg_elbo"].astype(np.float64))
-    assert (allowance["feature_scores"][:20] < 1e-4 * total[:20, None]).all()  # near rows: nothing loosened
-    # Round each member's total differently, as another runtime may, by at most what the bound assumes.
-    with torch.no_grad():
-        batch = graph.preprocess(torch.from_numpy(x))
-        each = [member.score(batch, graph.eps) for member in graph.model.members]
-        totals = torch.stack([scores["neg_elbo"] for scores in each]).double()
-        values = torch.stack([scores["feature_scores"] for scores in each]).double()
-    rounding = MEMBER_TOTAL_ROUNDING * totals.abs().amax(0)
-    split = (torch.softmax(-totals, 0)[..., None] * values).sum(0)
-    for sign in ([1, -1, 0], [-1, 1, 1], [0, 1, -1]):
-        moved = totals + torch.tensor(sign, dtype=torch.float64)[:, None] * rounding
-        resplit = (torch.softmax(-moved, 0)[..., None] * values).sum(0)
-        assert ((resplit - split).abs().numpy() <= allowance["feature_scores"] + 1e-9).all()
-    assert (allowance["feature_scores"][:20].sum(1) > 0).all()  # the members share the near rows: a real test
-    single = train_bundle(mixed_table(300), tmp_path / "one", overrides=quick)  # no weights, no split
-    assert mixture_split_allowance(single.graph, x) == {}
-
-
-def test_parity_fails_a_graph_that_gives_nan_where_torch_does_not() -> None:
-    torch_side = {"neg_elbo": np.array([1.0, 2.0, 3.0])}
-    assert parity_error(torch_side, {"neg_elbo": np.array([1.0, np.nan, 3.0])}) == np.inf
-    assert parity_error(torch_side, {"neg_elbo": np.array([1.0, 2.0, np.inf])}) == np.inf
-    assert parity_error({"neg_elbo": np.array([np.nan])}, {"neg_elbo": np.array([np.nan])}) == np.inf
-
-
-def test_parity_forgives_a_category_named_differently_only_at_a_tie() -> None:
-    # Column 1 is categorical with 3 categories; column 0 numeric.
-    torch_expected = np.array([[0.5, 2.0], [0.5, 0.0], [0.5, 1.0]])
-    ort_expected = np.array([[0.5, 1.0], [0.5, 2.0], [0.5, 1.0]])
-    probabilities = {1: np.array([[0.1, 0.4500004, 0.45], [0.6, 0.1, 0.3], [0.2, 0.7, 0.1]])}
-    forgiven = forgive_category_ties(torch_expected, ort_expected, probabilities, tolerance=1e-3)
-    assert forgiven[0, 1] == 2.0  # 0.4500004 against 0.45: a tie, torch's choice is kept
-    assert forgiven[1, 1] == 2.0  # 0.6 against 0.3: a real disagreement stays
-    assert parity_error({"expected": torch_expected}, {"expected": forgiven}) == pytest.approx(2.0)  # code 0 against 2
-    assert ort_expected[0, 1] == 1.0  # the input is not changed
-
-
 @pytest.mark.parametrize("model", ["vae", "ae"])
+@pytest.mark.slow
 def test_category_probabilities_are_what_expected_names(bundles: dict, model: str) -> None:
     result = bundles[model]
     x = encode_frame(mixed_table(50, seed=7), result.manifest.features).x
@@ -121,6 +61,7 @@ def test_category_probabilities_are_what_expected_names(bundles: dict, model: st
 
 
 @pytest.mark.parametrize("model", ["vae", "aae", "ae"])
+@pytest.mark.slow
 def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -> None:
     result = bundles[model]
     graph = result.graph
@@ -138,6 +79,7 @@ def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -
     assert all(np.isfinite(ort_out[name]).all() for name in OUTPUT_NAMES)
 
 
+@pytest.mark.slow
 def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict) -> None:
     scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
     x = encode_frame(mixed_table(64, seed=9), scorer.manifest.features).x
@@ -148,6 +90,7 @@ def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict) ->
     np.testing.assert_allclose(whole["neg_elbo"][:8], alone, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     frame = mixed_table(200)
     a = train_bundle(frame, tmp_path / "a", seed=3, overrides=quick)
@@ -155,6 +98,7 @@ def test_same_seed_same_bundle_scores(tmp_path: object, quick: dict) -> None:
     assert a.manifest.calibration.scores == b.manifest.calibration.scores
 
 
+@pytest.mark.slow
 def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_run(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(200)
     plain = train_bundle(frame, tmp_path / "plain", seed=3, overrides=quick)
@@ -169,6 +113,7 @@ def test_restarts_keep_the_best_validation_loss_and_restart_zero_is_the_plain_ru
     assert len(set(losses)) == 3  # the other restarts really start elsewhere
 
 
+@pytest.mark.slow
 def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None:
     manifest = json.loads((bundles["vae"].bundle_dir / "manifest.json").read_text())
     assert manifest["training"]["settings"]["model"] == "vae"
@@ -186,6 +131,7 @@ def test_manifest_records_settings_calibration_and_digest(bundles: dict) -> None
     assert power["missing_in_training"] > 0
 
 
+@pytest.mark.slow
 def test_kl_is_zero_for_the_plain_autoencoder(bundles: dict) -> None:
     scorer = Scorer.open(bundles["ae"].bundle_dir, device="cpu")
     scores = scorer.score(encode_frame(mixed_table(50, seed=2), scorer.manifest.features).x)
@@ -193,6 +139,7 @@ def test_kl_is_zero_for_the_plain_autoencoder(bundles: dict) -> None:
     np.testing.assert_allclose(scores.neg_elbo, scores.feature_scores.sum(1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_missing_values_add_nothing_to_the_likelihood(bundles: dict) -> None:
     scorer = Scorer.open(bundles["vae"].bundle_dir, device="cpu")
     x = encode_frame(mixed_table(20, seed=4), scorer.manifest.features).x
@@ -204,6 +151,7 @@ def test_missing_values_add_nothing_to_the_likelihood(bundles: dict) -> None:
     assert np.isfinite(out["neg_elbo"]).all()
 
 
+@pytest.mark.slow
 def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> None:
     good = train_bundle(mixed_table(200), tmp_path / "b", overrides=quick)
     before = (good.bundle_dir / "manifest.json").read_text()
@@ -214,6 +162,7 @@ def test_a_failed_run_keeps_the_old_bundle(tmp_path: object, quick: dict) -> Non
 
 
 @pytest.mark.parametrize("columns", [["site", "flag"], ["load", "power"]])
+@pytest.mark.slow
 def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, columns: list[str]) -> None:
     frame = mixed_table(200)[columns]
     result = train_bundle(frame, tmp_path / "b", overrides=quick)
@@ -224,6 +173,7 @@ def test_tables_of_one_kind_export_and_score(tmp_path: Path, quick: dict, column
 
 
 @pytest.mark.parametrize("columns", [["load", "power", "site"], ["site", "flag", "load"]])
+@pytest.mark.slow
 def test_the_graph_copies_no_likelihoods_into_the_manifests_order(
     tmp_path: Path, quick: dict, columns: list[str]
 ) -> None:

@@ -61,6 +61,7 @@ def normal_case() -> dict:
     }
 
 
+@pytest.mark.slow
 def test_normal_case_writes_every_figure_and_page(tmp_path: Path, normal_case: dict) -> None:
     out = tmp_path / "bundle" / "report"
     index = write_report(out, title="telemetry VAE", **normal_case)
@@ -81,6 +82,7 @@ def test_normal_case_writes_every_figure_and_page(tmp_path: Path, normal_case: d
     assert "final val_loss" in page
 
 
+@pytest.mark.slow
 def test_no_anomalies_means_no_roc(tmp_path: Path, normal_case: dict) -> None:
     normal_case.pop("anomaly_scores")
     normal_case.pop("latent_anomalies")
@@ -116,6 +118,7 @@ def test_tiny_case(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("error")
+@pytest.mark.slow
 def test_degenerate_inputs(tmp_path: Path) -> None:
     """Empty history, constant scores, one anomaly, 2-D latents, wide-range (log) scores."""
     index = write_report(

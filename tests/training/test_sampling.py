@@ -40,6 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     return train_bundle(known_table(1000, seed=0), tmp_path_factory.mktemp("samp") / "b", overrides=settings)
 
 
+@pytest.mark.slow
 def test_samples_follow_the_known_distribution(trained: TrainResult) -> None:
     rows = sample_rows(trained.bundle_dir, 3000, seed=1)
     truth = known_table(3000, seed=99)  # fresh draws of the true distribution
@@ -56,6 +57,7 @@ def test_samples_follow_the_known_distribution(trained: TrainResult) -> None:
     assert abs(rows["ok"].mean() - 0.3) < 0.04
 
 
+@pytest.mark.slow
 def test_integers_and_booleans_round_trip(trained: TrainResult) -> None:
     rows = sample_rows(trained.bundle_dir, 500, seed=2)
     assert rows["count"].dtype == np.int64
@@ -72,6 +74,7 @@ def test_integers_and_booleans_round_trip(trained: TrainResult) -> None:
     }
 
 
+@pytest.mark.slow
 def test_the_training_summary_and_report_compare_synthetic_rows(trained: TrainResult) -> None:
     summary = trained.manifest.training["synthetic_vs_training"]
     assert summary["synthetic_rows"] == 1000
@@ -113,6 +116,7 @@ def test_compare_columns_uses_ks_and_total_variation() -> None:
     assert k.synthetic == {"p": 0.75, "q": 0.25}
 
 
+@pytest.mark.slow
 def test_the_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
     columns = [
         ColumnFidelity("x", "numeric", "ks", 0.2),

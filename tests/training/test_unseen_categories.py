@@ -36,6 +36,7 @@ def feature(trained: TrainResult, name: str) -> Feature:
     return trained.manifest.features[trained.manifest.feature_names.index(name)]
 
 
+@pytest.mark.slow
 def test_the_manifest_records_the_smoothed_price_of_an_unseen_value(trained: TrainResult) -> None:
     site = feature(trained, "site")
     n_train = trained.manifest.training["rows"]["train"]
@@ -46,6 +47,7 @@ def test_the_manifest_records_the_smoothed_price_of_an_unseen_value(trained: Tra
     assert feature(trained, "load").unseen_nats is None
 
 
+@pytest.mark.slow
 def test_an_unseen_value_costs_its_nats_where_a_missing_one_costs_none(trained: TrainResult, scorer: Scorer) -> None:
     rows = mixed_table(40, seed=5)
     nats = feature(trained, "site").unseen_nats
@@ -64,6 +66,7 @@ def test_an_unseen_value_costs_its_nats_where_a_missing_one_costs_none(trained: 
     assert (unseen["p_value"] <= seen["p_value"]).all()
 
 
+@pytest.mark.slow
 def test_the_contracts_codes_minus_one_missing_and_k_unseen(trained: TrainResult, scorer: Scorer) -> None:
     rows = mixed_table(10, seed=6)
     x = encode_frame(rows.assign(site="mars", flag="maybe"), trained.manifest.features).x
@@ -77,6 +80,7 @@ def test_the_contracts_codes_minus_one_missing_and_k_unseen(trained: TrainResult
     assert (free["feature_scores"][:, column] == 0).all()
 
 
+@pytest.mark.slow
 def test_evaluate_names_a_recoded_column(trained: TrainResult) -> None:
     frame = mixed_table(200, seed=8)
     frame["label"] = 0
@@ -93,6 +97,7 @@ def test_evaluate_names_a_recoded_column(trained: TrainResult) -> None:
     assert not [note for note in clean.notes if "never seen" in note]
 
 
+@pytest.mark.slow
 def test_a_few_new_values_are_counted_but_not_called_a_recoding(trained: TrainResult) -> None:
     frame = mixed_table(100, seed=9)
     frame.loc[frame.index[:3], "site"] = "west"

@@ -39,6 +39,7 @@ def test_free_bits_count_each_dimension_only_above_the_floor() -> None:
     assert _vae(0.0).training_kl(mu, log_var) == pytest.approx(4.5)
 
 
+@pytest.mark.slow
 def test_free_bits_keep_more_information_in_the_code_and_scores_stay_the_elbo(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(300)
     standard = {**quick, "prior": "standard"}  # the KL to N(0, I) that training sees
@@ -76,6 +77,7 @@ def test_the_defensive_kl_is_the_draws_average_of_log_q_over_the_mixture_prior()
     torch.testing.assert_close(vae.latent_penalty(mu, log_var, z), (log_q - log_prior).mean(0))
 
 
+@pytest.mark.slow
 def test_the_default_scores_against_a_prior_built_from_fit_rows_only(tmp_path: Path, quick: dict) -> None:
     frame = mixed_table(300)
     default = train_bundle(frame, tmp_path / "default", seed=2, overrides=quick)

@@ -44,6 +44,7 @@ def _rows(result: TrainResult) -> np.ndarray:
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_bundle_has_the_contract_outputs_and_a_decoder(bundles: dict, model: str) -> None:
     bundle = load_bundle(bundles[model].bundle_dir)
     assert bundle.manifest.model_type == model
@@ -56,6 +57,7 @@ def test_bundle_has_the_contract_outputs_and_a_decoder(bundles: dict, model: str
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -> None:
     result = bundles[model]
     x = _rows(result)
@@ -69,6 +71,7 @@ def test_onnx_matches_torch_on_real_and_random_rows(bundles: dict, model: str) -
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_decoder_matches_torch_and_reproduces_expected(bundles: dict, model: str) -> None:
     result = bundles[model]
     graph = DecoderGraph(result.graph.preprocessor, result.graph.model)
@@ -86,6 +89,7 @@ def test_decoder_matches_torch_and_reproduces_expected(bundles: dict, model: str
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict, model: str) -> None:
     scorer = Scorer.open(bundles[model].bundle_dir, device="cpu")
     x = encode_frame(mixed_table(64, seed=9), scorer.manifest.features).x
@@ -97,6 +101,7 @@ def test_scores_are_deterministic_and_independent_of_the_batch(bundles: dict, mo
 
 
 @pytest.mark.parametrize("model", MODELS)
+@pytest.mark.slow
 def test_same_seed_same_bundle(tmp_path: Path, model: str) -> None:
     frame = mixed_table(120)
     settings = {**QUICK, "max_steps": 60, "warmup_steps": 20}
@@ -106,6 +111,7 @@ def test_same_seed_same_bundle(tmp_path: Path, model: str) -> None:
     assert a.manifest.decoder_sha256 == b.manifest.decoder_sha256
 
 
+@pytest.mark.slow
 def test_neg_elbo_sums_the_likelihood_and_every_group_kl(bundles: dict) -> None:
     result = bundles["hvae"]
     model = result.graph.model
@@ -125,6 +131,7 @@ def test_neg_elbo_sums_the_likelihood_and_every_group_kl(bundles: dict) -> None:
     np.testing.assert_allclose(out["kl"], (per_group[0] + per_group[1]).numpy(), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_prior_path_gives_rows_like_the_training_rows(bundles: dict) -> None:
     for model in MODELS:
         summary = bundles[model].manifest.training["synthetic_vs_training"]

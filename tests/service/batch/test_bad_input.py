@@ -32,6 +32,7 @@ def binary_csv(path: Path) -> Path:
 # -- lines with the wrong number of fields ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lines_with_too_many_or_too_few_fields_are_kept_with_their_line_number(
     trained_bundle: Path, tmp_path: Path
 ) -> None:

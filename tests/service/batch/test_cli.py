@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from service.batch.cli import _keep_columns
 from service.cli import build_parser
@@ -19,6 +20,7 @@ def latentwatch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_score_prints_a_summary_and_writes_every_row(trained_bundle: Path, tmp_path: Path) -> None:
     frame = scoring_table(1000)
     frame.loc[10, "count"] = -1  # still a number: scored
@@ -36,6 +38,7 @@ def test_score_prints_a_summary_and_writes_every_row(trained_bundle: Path, tmp_p
     assert out["event_id"].tolist() == frame["event_id"].tolist()
 
 
+@pytest.mark.slow
 def test_a_schema_mismatch_exits_2_with_one_line_and_no_file(trained_bundle: Path, tmp_path: Path) -> None:
     scoring_table(100).drop(columns=["flag"]).to_parquet(tmp_path / "in.parquet")
     result = latentwatch(
@@ -48,6 +51,7 @@ def test_a_schema_mismatch_exits_2_with_one_line_and_no_file(trained_bundle: Pat
     assert not (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.slow
 def test_the_dask_engine_without_the_extra_says_what_to_install(trained_bundle: Path, tmp_path: Path) -> None:
     scoring_table(50).to_parquet(tmp_path / "in.parquet")
     hide_dask = "import sys; sys.modules['distributed'] = None; from service.cli import main; sys.exit(main())"
@@ -92,6 +96,7 @@ def test_the_parser_knows_score_without_loading_the_scoring_modules() -> None:
     assert args.engine == "local"
 
 
+@pytest.mark.slow
 def test_an_unwritable_output_exits_2_with_one_line(trained_bundle: Path, tmp_path: Path) -> None:
     scoring_table(20).to_parquet(tmp_path / "in.parquet")
     (tmp_path / "results").write_text("a file")
@@ -105,6 +110,7 @@ def test_an_unwritable_output_exits_2_with_one_line(trained_bundle: Path, tmp_pa
     assert result.stderr == f"error: --output {output}: {parent} is a file, not a folder\n"
 
 
+@pytest.mark.slow
 def test_a_binary_file_given_as_csv_prints_one_readable_line(trained_bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_bytes(bytes(range(256)) * 64)
     result = latentwatch(

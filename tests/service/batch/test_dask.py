@@ -40,6 +40,7 @@ def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("small_pieces")
+@pytest.mark.slow
 def test_dask_output_equals_local_row_for_row(client: Client, trained_bundle: Path, tmp_path: Path) -> None:
     frame = scoring_table(3000, seed=5)
     frame["load"] = frame["load"].astype(str)
@@ -102,6 +103,7 @@ def test_dask_strict_names_the_same_first_bad_row_as_local(
     assert not (tmp_path / "dask.parquet").exists()
 
 
+@pytest.mark.slow
 def test_the_command_starts_its_own_local_cluster(trained_bundle: Path, tmp_path: Path) -> None:
     scoring_table(800, seed=8).to_parquet(tmp_path / "in.parquet")
     summary = run_job(trained_bundle, tmp_path / "in.parquet", tmp_path / "out.parquet", engine="dask", workers=2)
@@ -113,6 +115,7 @@ def test_the_command_starts_its_own_local_cluster(trained_bundle: Path, tmp_path
     assert summary.rows == local.rows == 800
 
 
+@pytest.mark.slow
 def test_pieces_follow_row_groups_and_split_large_ones(tmp_path: Path) -> None:
     frame = pd.DataFrame({"a": range(1000)})
     frame.iloc[:300].to_parquet(tmp_path / "small.parquet", row_group_size=100)

@@ -50,6 +50,7 @@ def test_scores_every_row_in_order_across_batches(trained_bundle: Path, tmp_path
     assert out["is_anomaly"].dtype == bool
 
 
+@pytest.mark.slow
 def test_values_never_seen_in_training_are_summed_up_and_a_recoded_column_named(
     trained_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +190,7 @@ def test_a_missing_feature_column_fails_before_any_row_is_scored(
     assert not (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.slow
 def test_csv_parquet_folder_and_glob_inputs_give_the_same_scores(trained_bundle: Path, tmp_path: Path) -> None:
     frame = scoring_table(1500, seed=3)
     frame.to_csv(tmp_path / "in.csv", index=False)

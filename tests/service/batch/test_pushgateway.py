@@ -113,6 +113,7 @@ def test_a_failure_keeps_the_last_success(pushgateway: str) -> None:
     assert "latentwatch_batch_last_failure_timestamp_seconds" in metrics
 
 
+@pytest.mark.slow
 def test_the_score_command_pushes_when_it_ends(pushgateway: str, trained_bundle: Path, tmp_path: Path) -> None:
     scoring_table(300).to_parquet(tmp_path / "in.parquet")
     result = subprocess.run(

@@ -50,6 +50,7 @@ def test_via_the_service_equals_the_local_engine(served: ServerThread, trained_b
     assert remote.engine == f"via {served.target}"
 
 
+@pytest.mark.slow
 def test_via_by_model_name_from_the_command_line(served: ServerThread, trained_bundle: Path, tmp_path: Path) -> None:
     manifest = load_bundle(trained_bundle).manifest
     scoring_table(300, seed=12).to_parquet(tmp_path / "in.parquet")

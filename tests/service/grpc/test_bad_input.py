@@ -34,6 +34,7 @@ from tests.service.grpc.conftest import (
 )
 
 
+@pytest.mark.slow
 def test_full_queue_answers_resource_exhausted(start_server) -> None:
     # Rows wait 2 s for company, so the first request fills the queue.
     server = start_server(max_request_rows=60, max_queue_rows=60, max_batch_rows=1000, max_batch_delay_s=2.0)
@@ -52,6 +53,7 @@ def test_full_queue_answers_resource_exhausted(start_server) -> None:
         assert first.result().rows == 60  # the queued request still completes
 
 
+@pytest.mark.slow
 def test_two_requests_within_the_row_limit_are_both_queued(start_server) -> None:
     # The default limits: a request may carry 65,536 rows, and 65,536 may wait. One inference
     # thread, held busy, so that both requests' rows wait in the queue at the same time.
@@ -76,6 +78,7 @@ def test_two_requests_within_the_row_limit_are_both_queued(start_server) -> None
     np.testing.assert_array_equal(replies[0].neg_elbo, replies[1].neg_elbo)
 
 
+@pytest.mark.slow
 def test_unexpected_error_is_internal_with_a_generic_message(server, stub, caplog) -> None:
     async def broken(*args, **kwargs):
         raise RuntimeError("secret detail of the failure")

@@ -34,6 +34,7 @@ def client(server):
         yield client
 
 
+@pytest.mark.slow
 def test_score_frame_matches_the_in_process_scorer(server, client) -> None:
     rows = frame(250, seed=4)
     got = client.score(rows, MODEL, explain=True, latent=True, batch_rows=64)
@@ -54,6 +55,7 @@ def test_score_frame_matches_the_in_process_scorer(server, client) -> None:
     assert got.attrs == {"model": MODEL, "version": "1"}
 
 
+@pytest.mark.slow
 def test_alpha_and_empty_frame(client) -> None:
     rows = frame(50, seed=1)
     strict = client.score(rows, MODEL, alpha=0.001)
@@ -65,6 +67,7 @@ def test_alpha_and_empty_frame(client) -> None:
     assert list(empty.columns) == ["recon_error", "neg_elbo", "kl", "p_value", "is_anomaly"]
 
 
+@pytest.mark.slow
 def test_client_errors_are_latentwatch_errors(client) -> None:
     with pytest.raises(ModelNotFound, match="'nope'"):
         client.score(frame(3, 0), "nope")
@@ -76,6 +79,7 @@ def test_client_errors_are_latentwatch_errors(client) -> None:
         client.score(bad, MODEL)
 
 
+@pytest.mark.slow
 def test_list_describe_and_packed_rows(client) -> None:
     assert [m.name for m in client.list_models()] == [MODEL]
     assert client.describe(MODEL).provider == "CPUExecutionProvider"

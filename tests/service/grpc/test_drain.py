@@ -29,6 +29,7 @@ def shutting_down(err: grpc.RpcError) -> bool:
     return err.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (err.details() or "")
 
 
+@pytest.mark.slow
 def test_health_answers_not_serving_for_the_whole_drain(serve_process: Callable[..., ServeProcess]) -> None:
     serve = serve_process(*SERVE_FLAGS, "--grace", "60")
     with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
@@ -69,6 +70,7 @@ def test_health_answers_not_serving_for_the_whole_drain(serve_process: Callable[
         watcher.join(10)
 
 
+@pytest.mark.slow
 def test_calls_sent_just_before_sigterm_finish_or_hear_the_server_is_shutting_down(
     serve_process: Callable[..., ServeProcess],
 ) -> None:

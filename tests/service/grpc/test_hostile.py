@@ -105,6 +105,7 @@ def good_requests_beside(server, good: np.ndarray, method, request) -> tuple[lis
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+@pytest.mark.slow
 def test_a_hostile_request_is_refused_without_stalling_others(server, hostile: Hostile) -> None:
     good = normal_rows(1, seed=3)
     request = hostile.request()
@@ -117,6 +118,7 @@ def test_a_hostile_request_is_refused_without_stalling_others(server, hostile: H
         assert text in error.details(), error.details()
 
 
+@pytest.mark.slow
 def test_a_huge_text_column_is_refused_without_stalling_others(server) -> None:
     good = normal_rows(1, seed=3)
     site = pb.Column(name="site", strings=pb.StringValues(values=[""] * 5_000_000))

@@ -91,6 +91,7 @@ def test_the_tables_hold_over_100_distinct_malformed_requests_over_both_apis() -
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+@pytest.mark.slow
 def test_a_malformed_request_gets_its_code_and_a_message_naming_the_problem(
     strict_channel: grpc.Channel, case: Case, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -104,6 +105,7 @@ def test_a_malformed_request_gets_its_code_and_a_message_naming_the_problem(
     assert all(len(r.getMessage()) < BOUND for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_the_server_serves_while_and_after_refusing_every_case(
     strict_server: ServerThread, strict_channel: grpc.Channel
 ) -> None:

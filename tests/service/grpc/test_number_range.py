@@ -13,6 +13,7 @@ from tests.service.grpc.conftest import columns_request
 
 
 @pytest.mark.parametrize("value", [1e39, -1e300])
+@pytest.mark.slow
 def test_a_number_float32_cannot_hold_is_refused_as_in_batch(
     stub: scoring_pb2_grpc.ScoringServiceStub, value: float
 ) -> None:

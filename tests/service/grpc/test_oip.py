@@ -67,6 +67,7 @@ def target(server) -> str:
     return server.target
 
 
+@pytest.mark.slow
 def test_health_and_metadata(target: str) -> None:
     got = drive(target, "health")
     assert got["live"] is True
@@ -83,6 +84,7 @@ def test_health_and_metadata(target: str) -> None:
     assert "NOT_FOUND" in got["unknown_metadata"]["status"]
 
 
+@pytest.mark.slow
 def test_infer_with_raw_input_contents(target: str) -> None:
     got = drive(target, "raw")
     every = got["all"]
@@ -98,12 +100,14 @@ def test_infer_with_raw_input_contents(target: str) -> None:
     check_outputs(some, ROWS, ["p_value", "kl"])
 
 
+@pytest.mark.slow
 def test_infer_with_contents(target: str) -> None:
     got = drive(target, "contents")
     assert got["_raw_count"] == 0  # contents in, contents out
     check_outputs(got, ROWS, [name for name, _, _ in OUTPUTS])
 
 
+@pytest.mark.slow
 def test_infer_with_one_input_per_column(target: str) -> None:
     got = drive(target, "columns")
     # site: north=0, east=2, south=1, and an unseen label scores as -1 (the contract).
@@ -126,6 +130,7 @@ def test_the_v2_proto_is_wire_compatible_with_tritonclients() -> None:
             assert theirs[name].get(field) == spec, (name, field)
 
 
+@pytest.mark.slow
 def test_columns_in_contents_with_our_own_stub(server) -> None:
     """Per-column inputs in `contents`: INT64 and FP64 numbers, BYTES labels."""
     tensor = grpc_predict_v2_pb2.ModelInferRequest.InferInputTensor
@@ -147,6 +152,7 @@ def test_columns_in_contents_with_our_own_stub(server) -> None:
     assert list(reply.outputs[1].contents.bool_contents) == list(expected(x)["is_anomaly"])
 
 
+@pytest.mark.slow
 def test_uint64_labels_beyond_int64_are_unseen_labels(server) -> None:
     """A categorical input of UINT64 numbers above int64's range: labels like any other."""
     tensor = grpc_predict_v2_pb2.ModelInferRequest.InferInputTensor

@@ -33,6 +33,7 @@ def expected_p_values(x: np.ndarray) -> np.ndarray:
     return calibration.p_values(neg_elbo, np.asarray(calibration_scores()))
 
 
+@pytest.mark.slow
 def test_score_packed_rows_returns_the_contract_scores(stub) -> None:
     x = normal_rows(7, seed=3)
     x[0, 0] = 9.0  # far out: a low p-value
@@ -53,6 +54,7 @@ def test_score_packed_rows_returns_the_contract_scores(stub) -> None:
     assert not reply.HasField("latent")
 
 
+@pytest.mark.slow
 def test_score_explain_and_latent_matrices(stub) -> None:
     x = normal_rows(4, seed=5)
     reply = stub.Score(x_request(x, explain=True, latent=True), timeout=10)
@@ -66,6 +68,7 @@ def test_score_explain_and_latent_matrices(stub) -> None:
     np.testing.assert_allclose(latent, ref["latent"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_named_columns_match_the_packed_layout(stub) -> None:
     request = columns_request(
         {
@@ -80,6 +83,7 @@ def test_named_columns_match_the_packed_layout(stub) -> None:
     np.testing.assert_allclose(np.asarray(reply.neg_elbo), reference_outputs(x)["neg_elbo"])
 
 
+@pytest.mark.slow
 def test_numeric_text_and_numeric_labels_are_accepted(stub) -> None:
     request = columns_request(
         {
@@ -93,6 +97,7 @@ def test_numeric_text_and_numeric_labels_are_accepted(stub) -> None:
     np.testing.assert_allclose(np.asarray(reply.kl), reference_outputs(x)["kl"])
 
 
+@pytest.mark.slow
 def test_request_alpha_replaces_the_bundles(stub) -> None:
     x = normal_rows(200, seed=11)
     p = expected_p_values(x)
@@ -105,6 +110,7 @@ def test_request_alpha_replaces_the_bundles(stub) -> None:
     assert list(default.neg_elbo) == list(loose.neg_elbo)
 
 
+@pytest.mark.slow
 def test_named_version_and_newest_default(server, stub) -> None:
     write_bundle(server.config.models / MODEL / "10", scores=[100.0] * 50)
     server.call(server.service.reload())
@@ -117,6 +123,7 @@ def test_named_version_and_newest_default(server, stub) -> None:
     np.testing.assert_allclose(np.asarray(old.p_value), expected_p_values(x))
 
 
+@pytest.mark.slow
 def test_list_and_describe_models(server, stub) -> None:
     listing = stub.ListModels(pb.ListModelsRequest(), timeout=10)
     assert [(m.name, m.version, list(m.versions), m.ready) for m in listing.models] == [(MODEL, "1", ["1"], True)]
@@ -134,6 +141,7 @@ def test_list_and_describe_models(server, stub) -> None:
     assert {s.name for s in description.scores} >= {"recon_error", "neg_elbo", "p_value"}
 
 
+@pytest.mark.slow
 def test_stream_answers_in_order_and_survives_a_bad_batch(stub) -> None:
     batches = [normal_rows(n, seed=n) for n in (1, 5, 64, 3)]
     requests = [x_request(x, request_id=f"r{i}") for i, x in enumerate(batches)]
@@ -149,6 +157,7 @@ def test_stream_answers_in_order_and_survives_a_bad_batch(stub) -> None:
         np.testing.assert_allclose(np.asarray(reply.result.neg_elbo), reference_outputs(x)["neg_elbo"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_stream_is_counted_under_its_model(server, stub) -> None:
     labels = {"model": MODEL, "method": "StreamScore", "code": "OK"}
     before = sample_value(server.registry, "latentwatch_requests_total", labels)
@@ -156,6 +165,7 @@ def test_a_stream_is_counted_under_its_model(server, stub) -> None:
     assert sample_value(server.registry, "latentwatch_requests_total", labels) == before + 1
 
 
+@pytest.mark.slow
 def test_stream_in_lockstep(stub) -> None:
     """A client that waits for each answer before sending the next must not stall."""
     outbox: queue.Queue = queue.Queue()
@@ -172,6 +182,7 @@ def test_stream_in_lockstep(stub) -> None:
     assert list(replies) == []
 
 
+@pytest.mark.slow
 def test_health_overall_per_api_and_per_model(channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     serving = health_pb2.HealthCheckResponse.SERVING
@@ -183,6 +194,7 @@ def test_health_overall_per_api_and_per_model(channel) -> None:
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.slow
 def test_reflection_lists_both_apis(channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
@@ -199,6 +211,7 @@ def test_reflection_lists_both_apis(channel) -> None:
     assert reply.file_descriptor_response.file_descriptor_proto
 
 
+@pytest.mark.slow
 def test_request_id_comes_back_in_trailing_metadata(stub) -> None:
     _, call = stub.Score.with_call(
         x_request(normal_rows(1, seed=0)), metadata=(("x-request-id", "trace-42"),), timeout=10
@@ -206,6 +219,7 @@ def test_request_id_comes_back_in_trailing_metadata(stub) -> None:
     assert ("x-request-id", "trace-42") in tuple(call.trailing_metadata())
 
 
+@pytest.mark.slow
 def test_concurrent_callers_get_their_own_rows_and_share_batches(start_server) -> None:
     server = start_server(max_batch_delay_s=0.01)
     hold_rows_in_queue(server)  # always wait 10 ms for company: callers do share batches

@@ -19,6 +19,7 @@ ScoreRequest = pb.ScoreRequest.DESCRIPTOR
 InferRequest = v2.ModelInferRequest.DESCRIPTOR
 
 
+@pytest.mark.slow
 def test_a_garbage_message_in_a_stream_is_invalid_argument(channel) -> None:
     call = channel.stream_stream(STREAM, request_serializer=None, response_deserializer=None)
     good = x_request(normal_rows(1, 0)).SerializeToString()
@@ -31,6 +32,7 @@ def test_a_garbage_message_in_a_stream_is_invalid_argument(channel) -> None:
     assert "not a valid latentwatch.v1.ScoreRequest" in info.value.details()
 
 
+@pytest.mark.slow
 def test_garbage_from_an_unauthenticated_caller_is_unauthenticated(tmp_path, start_server) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("secret\n")

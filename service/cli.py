@@ -134,7 +134,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "is calibrated by the model that never saw it (default 5 below 500 normal rows, 3 up to 20,000, else 1; "
         "costs K x the fit; 1: one model, 20%% of the rows held out)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for torch in each process (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of the fit: members are fitted side by side, up to this many at once, each with "
+        "threads // processes torch threads (default: every core the process may use, one torch thread each)",
+    )
     p.add_argument(
         "--nproc",
         type=int,

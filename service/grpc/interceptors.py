@@ -53,6 +53,9 @@ REFLECTION_PREFIX = "/grpc.reflection."
 # Request fields that name the model, by API: own (model), V2 infer (model_name), V2 ready
 # and metadata (name).
 MODEL_FIELDS = ("model", "model_name", "name")
+# A call cancelled with at most this many seconds left before its deadline is counted as
+# DEADLINE_EXCEEDED (``cancellation_code``).
+DEADLINE_SLACK_S = 0.05
 # V2 probes, answered while draining (they then say "not ready").
 _OIP = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 PROBE_METHODS = frozenset(f"/{_OIP}/{name}" for name in ("ServerLive", "ServerReady", "ModelReady"))
@@ -71,6 +74,16 @@ def read_tokens(path: Path) -> frozenset[str]:
 
 _ID_PREFIX = uuid.uuid4().hex[:8]
 _ID_COUNTER = itertools.count(1)
+
+
+def cancellation_code(remaining: float | None) -> str:
+    """The status a cancelled call is counted under, from the seconds its deadline had left.
+
+    A client's own deadline timer can cancel the call a little before the server's fires, so a
+    cancellation within ``DEADLINE_SLACK_S`` of the deadline is the deadline's.
+    """
+    expired = remaining is not None and remaining <= DEADLINE_SLACK_S
+    return "DEADLINE_EXCEEDED" if expired else "CANCELLED"
 
 
 def _new_request_id() -> str:
@@ -324,9 +337,7 @@ class _Outcome:
     async def fail(self, err: BaseException) -> None:
         """Map ``err`` to a status and abort; re-raise cancellations and aborts."""
         if isinstance(err, asyncio.CancelledError):
-            remaining = self.context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            self.code = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
+            self.code = cancellation_code(self.context.time_remaining())
             raise err
         if isinstance(err, grpc.aio.AbortError):
             code = self.context.code()
